@@ -1,0 +1,338 @@
+//! Condition types, reasons, and the helpers controllers use to report them.
+//!
+//! Conditions follow `metav1.Condition` so that `kubectl wait --for=condition=Ready` and generic
+//! tooling understand them. Every failure has its own [`Reason`] so users (and alerts keyed on
+//! the reason) can tell a typo in a reference from a registry outage.
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Condition types an `IpfsImage` reports.
+pub mod types {
+    /// The image is converted and its blobs are in the operator's IPFS daemon
+    /// (for `spec.cid`: the whole DAG was fetched and verified).
+    pub const IMPORTED: &str = "Imported";
+    /// The operator's IPFS daemon holds a recursive pin on the image (the durable seed).
+    pub const PINNED: &str = "Pinned";
+    /// The image can be pulled: imported, pinned, and pinned on `spec.minReplicas` nodes.
+    pub const READY: &str = "Ready";
+}
+
+/// Why a condition has its status. Also used as the reason of Events.
+///
+/// The string forms are CamelCase, as Kubernetes requires of condition reasons, and are stable:
+/// dashboards and alerts match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// `spec.source` is not a valid image reference, or `spec.cid` is not a valid CID.
+    InvalidReference,
+    /// A Secret named in `spec.imagePullSecrets` does not exist in the object's namespace.
+    SecretNotFound,
+    /// A pull Secret exists but is not a usable `kubernetes.io/dockerconfigjson` Secret.
+    SecretInvalid,
+    /// The registry answered 401: no or wrong credentials.
+    RegistryUnauthorized,
+    /// The registry answered 403: the credentials may not pull this repository.
+    RegistryForbidden,
+    /// The registry answered 404: no such repository, tag or digest.
+    RegistryNotFound,
+    /// The registry could not be reached or answered 5xx/429; retried with backoff.
+    RegistryUnavailable,
+    /// The operator's IPFS daemon could not be reached or failed; retried with backoff.
+    IpfsUnavailable,
+    /// The content of `spec.cid` could not be fetched from the IPFS network in time.
+    ContentUnavailable,
+    /// A manifest or index is larger than the 4 MiB limit registries also enforce.
+    ManifestTooLarge,
+    /// The image's descriptors loop or nest deeper than the controller follows.
+    DagTooDeep,
+    /// The image is malformed: bad JSON, unknown media type, or a digest or size mismatch.
+    InvalidImage,
+    /// The source is being converted and added to IPFS.
+    Importing,
+    /// The source was converted and added to IPFS.
+    Imported,
+    /// The image is being pinned.
+    Pinning,
+    /// The image is pinned.
+    Pinned,
+    /// Everything is in place; the image can be pulled.
+    Ready,
+    /// `spec.cid` was fetched, verified and adopted without a registry.
+    Adopted,
+    /// Fewer nodes than `spec.minReplicas` have pinned the image so far.
+    WaitingForReplicas,
+    /// The tag in `spec.source` now points to a different digest; the image is re-imported.
+    TagMoved,
+    /// The image was unpinned because its `IpfsImage` was deleted.
+    Unpinned,
+}
+
+impl Reason {
+    /// Every reason, for tests and for pre-registering metric label values.
+    pub const ALL: [Reason; 21] = [
+        Reason::InvalidReference,
+        Reason::SecretNotFound,
+        Reason::SecretInvalid,
+        Reason::RegistryUnauthorized,
+        Reason::RegistryForbidden,
+        Reason::RegistryNotFound,
+        Reason::RegistryUnavailable,
+        Reason::IpfsUnavailable,
+        Reason::ContentUnavailable,
+        Reason::ManifestTooLarge,
+        Reason::DagTooDeep,
+        Reason::InvalidImage,
+        Reason::Importing,
+        Reason::Imported,
+        Reason::Pinning,
+        Reason::Pinned,
+        Reason::Ready,
+        Reason::Adopted,
+        Reason::WaitingForReplicas,
+        Reason::TagMoved,
+        Reason::Unpinned,
+    ];
+
+    /// The reason as written into conditions and Events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidReference => "InvalidReference",
+            Reason::SecretNotFound => "SecretNotFound",
+            Reason::SecretInvalid => "SecretInvalid",
+            Reason::RegistryUnauthorized => "RegistryUnauthorized",
+            Reason::RegistryForbidden => "RegistryForbidden",
+            Reason::RegistryNotFound => "RegistryNotFound",
+            Reason::RegistryUnavailable => "RegistryUnavailable",
+            Reason::IpfsUnavailable => "IpfsUnavailable",
+            Reason::ContentUnavailable => "ContentUnavailable",
+            Reason::ManifestTooLarge => "ManifestTooLarge",
+            Reason::DagTooDeep => "DagTooDeep",
+            Reason::InvalidImage => "InvalidImage",
+            Reason::Importing => "Importing",
+            Reason::Imported => "Imported",
+            Reason::Pinning => "Pinning",
+            Reason::Pinned => "Pinned",
+            Reason::Ready => "Ready",
+            Reason::Adopted => "Adopted",
+            Reason::WaitingForReplicas => "WaitingForReplicas",
+            Reason::TagMoved => "TagMoved",
+            Reason::Unpinned => "Unpinned",
+        }
+    }
+
+    /// Whether this reason reports a failure (an error Event, a failure metric) rather than
+    /// progress. Failures are retried with backoff by the controller; none is terminal, since a
+    /// user can fix a Secret or a registry can come back without the spec changing.
+    pub const fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidReference
+                | Reason::SecretNotFound
+                | Reason::SecretInvalid
+                | Reason::RegistryUnauthorized
+                | Reason::RegistryForbidden
+                | Reason::RegistryNotFound
+                | Reason::RegistryUnavailable
+                | Reason::IpfsUnavailable
+                | Reason::ContentUnavailable
+                | Reason::ManifestTooLarge
+                | Reason::DagTooDeep
+                | Reason::InvalidImage
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for Reason {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Builds a condition stamped with the current time.
+///
+/// `generation` is the object's `metadata.generation` the condition was computed from; it
+/// becomes the condition's `observedGeneration`.
+pub fn condition(
+    type_: &str,
+    status: bool,
+    reason: impl AsRef<str>,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.as_ref().to_owned(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Inserts `new` into `conditions`, replacing the condition of the same type in place.
+///
+/// `lastTransitionTime` only moves when the status flips, as the Kubernetes API conventions
+/// require, so a re-reconcile that computes the same condition leaves the list identical.
+/// Returns whether anything changed, so callers can skip a status write (and its watch event)
+/// when nothing did.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        None => {
+            conditions.push(new);
+            true
+        }
+        Some(old) => {
+            if old.status == new.status {
+                new.last_transition_time = old.last_transition_time.clone();
+            }
+            let changed = *old != new;
+            *old = new;
+            changed
+        }
+    }
+}
+
+/// The condition of type `type_`, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of type `type_` is present with status `True`.
+pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
+    find_condition(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn cond_at(status: bool, reason: Reason, message: &str, seconds: i64) -> Condition {
+        Condition {
+            last_transition_time: at(seconds),
+            ..condition(types::READY, status, reason, message, Some(1))
+        }
+    }
+
+    #[test]
+    fn condition_fills_every_field() {
+        let before = Timestamp::now();
+        let c = condition(types::IMPORTED, true, Reason::Imported, "done", Some(3));
+        assert_eq!(c.type_, "Imported");
+        assert_eq!(c.status, "True");
+        assert_eq!(c.reason, "Imported");
+        assert_eq!(c.message, "done");
+        assert_eq!(c.observed_generation, Some(3));
+        assert!(c.last_transition_time.0 >= before);
+        assert_eq!(
+            condition(types::READY, false, "Custom", "", None).status,
+            "False"
+        );
+    }
+
+    #[test]
+    fn set_condition_appends_new_types() {
+        let mut list = vec![];
+        assert!(set_condition(
+            &mut list,
+            cond_at(true, Reason::Imported, "", 1)
+        ));
+        assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn set_condition_keeps_transition_time_when_status_is_unchanged() {
+        let mut list = vec![cond_at(false, Reason::Importing, "importing", 10)];
+        let changed = set_condition(&mut list, cond_at(false, Reason::Pinning, "pinning", 20));
+        assert!(changed, "reason and message changed");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].reason, "Pinning");
+        assert_eq!(list[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn set_condition_moves_transition_time_when_status_flips() {
+        let mut list = vec![cond_at(false, Reason::Importing, "", 10)];
+        assert!(set_condition(
+            &mut list,
+            cond_at(true, Reason::Ready, "", 20)
+        ));
+        assert_eq!(list[0].status, "True");
+        assert_eq!(list[0].last_transition_time, at(20));
+    }
+
+    #[test]
+    fn set_condition_reports_no_change_for_an_identical_condition() {
+        let mut list = vec![cond_at(true, Reason::Ready, "ok", 10)];
+        let before = list.clone();
+        assert!(!set_condition(
+            &mut list,
+            cond_at(true, Reason::Ready, "ok", 99)
+        ));
+        assert_eq!(list, before);
+    }
+
+    #[test]
+    fn set_condition_replaces_in_place() {
+        let mut list = vec![
+            condition(types::IMPORTED, true, Reason::Imported, "", None),
+            condition(types::PINNED, true, Reason::Pinned, "", None),
+        ];
+        set_condition(
+            &mut list,
+            condition(types::IMPORTED, false, Reason::InvalidImage, "x", None),
+        );
+        let kinds: Vec<_> = list.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(kinds, ["Imported", "Pinned"]);
+    }
+
+    #[test]
+    fn find_and_is_true() {
+        let list = vec![
+            condition(types::IMPORTED, true, Reason::Imported, "", None),
+            condition(types::READY, false, Reason::WaitingForReplicas, "", None),
+        ];
+        assert_eq!(
+            find_condition(&list, types::READY).unwrap().reason,
+            "WaitingForReplicas"
+        );
+        assert!(find_condition(&list, types::PINNED).is_none());
+        assert!(is_condition_true(&list, types::IMPORTED));
+        assert!(!is_condition_true(&list, types::READY));
+        assert!(!is_condition_true(&list, types::PINNED));
+    }
+
+    #[test]
+    fn reasons_are_unique_and_valid_kubernetes_reasons() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in Reason::ALL {
+            let s = r.as_str();
+            assert!(seen.insert(s), "duplicate reason {s}");
+            assert_eq!(format!("{r:?}"), s, "string form matches the variant name");
+            // metav1.Condition: ^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$, at most 1024 chars.
+            assert!(s.chars().next().unwrap().is_ascii_uppercase());
+            assert!(s.chars().all(|c| c.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn failures_are_the_error_reasons() {
+        assert!(Reason::RegistryUnauthorized.is_failure());
+        assert!(Reason::DagTooDeep.is_failure());
+        assert!(!Reason::Ready.is_failure());
+        assert!(!Reason::WaitingForReplicas.is_failure());
+        assert!(!Reason::TagMoved.is_failure());
+    }
+}

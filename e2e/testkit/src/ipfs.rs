@@ -1,0 +1,204 @@
+//! An IPFS daemon speaking the Kubo RPC API: Kubo (`ipfs` on PATH) when present, else js-ipfs
+//! installed by `e2e/deps.sh`. Both are configured the same way: API on 127.0.0.1, swarm on
+//! 127.0.0.1, empty Bootstrap, MDNS off, no routing, no autoconf — nothing dials the internet.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::process::{Daemon, free_port, wait_until};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpfsKind {
+    Kubo,
+    JsIpfs,
+}
+
+fn jsipfs_dir() -> PathBuf {
+    std::env::var_os("JSIPFS_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("e2e/.deps/jsipfs"))
+}
+
+fn jsipfs_bin() -> PathBuf {
+    jsipfs_dir().join("node_modules/.bin/jsipfs")
+}
+
+fn kubo_on_path() -> bool {
+    Command::new("ipfs").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Every daemon kind installed here; the conformance suite runs against each. Panics when there
+/// is none: a test that needs IPFS must fail, not pass vacuously.
+pub fn available_ipfs_kinds() -> Vec<IpfsKind> {
+    let mut kinds = Vec::new();
+    if kubo_on_path() {
+        kinds.push(IpfsKind::Kubo);
+    }
+    if jsipfs_bin().exists() {
+        kinds.push(IpfsKind::JsIpfs);
+    }
+    assert!(!kinds.is_empty(), "no IPFS daemon: install Kubo (`ipfs`) or run `bash e2e/deps.sh` for js-ipfs");
+    kinds
+}
+
+pub struct IpfsDaemon {
+    pub kind: IpfsKind,
+    /// `http://127.0.0.1:<port>`
+    pub api_url: String,
+    pub swarm_port: u16,
+    pub peer_id: String,
+    pub repo: PathBuf,
+    daemon: Daemon,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl IpfsDaemon {
+    /// The preferred daemon: `IPFS_IMPL=kubo|js` if set, else Kubo when on PATH, else js-ipfs.
+    pub fn start() -> Result<Self> {
+        let kind = match std::env::var("IPFS_IMPL").as_deref() {
+            Ok("kubo") => IpfsKind::Kubo,
+            Ok("js") => IpfsKind::JsIpfs,
+            _ => available_ipfs_kinds()[0],
+        };
+        Self::start_kind(kind)
+    }
+
+    pub fn start_kind(kind: IpfsKind) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("testkit-ipfs-").tempdir()?;
+        let repo = dir.path().join("repo");
+        // A port taken between our probe and the daemon's bind is retried with new ports.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_in(kind, &repo) {
+                Ok(mut d) => {
+                    d._dir = Some(dir);
+                    return Ok(d);
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&repo);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    /// Start (or restart) a daemon on an existing or new repo at `repo`.
+    pub fn start_in(kind: IpfsKind, repo: &Path) -> Result<Self> {
+        let (api, swarm) = (free_port(), free_port());
+        let fresh = !repo.join("config").exists();
+        if fresh {
+            std::fs::create_dir_all(repo)?;
+            let status = base_command(kind, repo).args(init_args(kind)).output().context("ipfs init")?;
+            if !status.status.success() {
+                bail!("ipfs init failed: {}", String::from_utf8_lossy(&status.stderr));
+            }
+        }
+        configure(kind, repo, api, swarm)?;
+        let mut cmd = base_command(kind, repo);
+        cmd.arg("daemon");
+        if kind == IpfsKind::JsIpfs {
+            cmd.arg("--enable-preload=false");
+        }
+        let daemon = Daemon::spawn("ipfs", cmd, &repo.join("daemon.log"))?;
+        let config: Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
+        let peer_id = config["Identity"]["PeerID"].as_str().unwrap_or_default().to_owned();
+        let mut this = Self { kind, api_url: format!("http://127.0.0.1:{api}"), swarm_port: swarm, peer_id, repo: repo.to_owned(), daemon, _dir: None };
+        let http = crate::http_client(Duration::from_secs(2));
+        let id_url = format!("{}/api/v0/id", this.api_url);
+        // Ready when *this* node answers /id (a stale daemon on the port would have another ID).
+        let ready = wait_until("ipfs daemon", Duration::from_secs(60), || {
+            if !this.daemon.is_running() {
+                bail!("daemon exited: {}", tail(&repo.join("daemon.log")));
+            }
+            let body = match http.post(&id_url).send() {
+                Ok(r) => r.text()?,
+                Err(_) => return Ok(false),
+            };
+            Ok(body.contains(&this.peer_id))
+        });
+        if let Err(e) = ready {
+            this.daemon.stop();
+            bail!("{e:#}\n{}", tail(&repo.join("daemon.log")));
+        }
+        Ok(this)
+    }
+
+    /// Multiaddr other nodes dial to reach this one.
+    pub fn swarm_multiaddr(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.swarm_port, self.peer_id)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// Stop the daemon (SIGTERM), keeping the repo so it can be restarted with `start_in`.
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    /// Kill the daemon abruptly.
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
+    /// Take ownership of the repo directory (so a restarted daemon can reuse it).
+    pub fn keep_repo(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+}
+
+fn base_command(kind: IpfsKind, repo: &Path) -> Command {
+    let mut cmd = match kind {
+        IpfsKind::Kubo => Command::new("ipfs"),
+        IpfsKind::JsIpfs => Command::new(jsipfs_bin()),
+    };
+    cmd.env("IPFS_PATH", repo).env("NODE_ENV", "test").env("IPFS_TELEMETRY", "off");
+    cmd
+}
+
+fn init_args(kind: IpfsKind) -> &'static [&'static str] {
+    match kind {
+        IpfsKind::Kubo => &["init", "--profile", "test", "--empty-repo"],
+        IpfsKind::JsIpfs => &["init", "--profile", "test", "--emptyRepo"],
+    }
+}
+
+/// Loopback only, and nothing that could reach the internet.
+fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm: u16) -> Result<()> {
+    let path = repo.join("config");
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let addresses = c["Addresses"].as_object_mut().context("config has Addresses")?;
+    addresses.insert("API".into(), json!(format!("/ip4/127.0.0.1/tcp/{api}")));
+    match kind {
+        // Kubo reads an empty string as one (invalid) address; js-ipfs wants a string.
+        IpfsKind::Kubo => addresses.insert("Gateway".into(), json!([])),
+        IpfsKind::JsIpfs => addresses.insert("RPC".into(), json!("")).and(addresses.insert("Gateway".into(), json!(""))),
+    };
+    addresses.insert("Swarm".into(), json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]));
+    addresses.insert("Announce".into(), json!([]));
+    addresses.insert("NoAnnounce".into(), json!([]));
+    addresses.insert("Delegates".into(), json!([]));
+    c["Bootstrap"] = json!([]);
+    c["Discovery"] = json!({"MDNS": {"Enabled": false, "Interval": 10}, "webRTCStar": {"Enabled": false}});
+    c["Routing"] = json!({"Type": "none"});
+    c["AutoConf"] = json!({"Enabled": false});
+    c["Swarm"]["DisableNatPortMap"] = json!(true);
+    if let Some(p) = c.get_mut("Pubsub") {
+        p["Enabled"] = json!(false);
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
+    // Refuse to start anything that could bootstrap into the public network.
+    let check: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    assert_eq!(check["Bootstrap"], json!([]), "Bootstrap must be empty");
+    Ok(())
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}

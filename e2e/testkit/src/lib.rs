@@ -1,0 +1,48 @@
+//! Real daemons for tests: an IPFS node speaking the Kubo RPC API (Kubo from PATH, else
+//! js-ipfs), the Debian `docker-registry`, and containerd. Each starts on free loopback ports in
+//! its own temporary directory and is stopped (by PID) when dropped — also when a test panics —
+//! and, through `PR_SET_PDEATHSIG`, when the test process dies. Nothing here dials out: every
+//! IPFS node has an empty Bootstrap list, no MDNS and no routing.
+
+mod containerd;
+mod images;
+mod ipfs;
+mod process;
+mod registry;
+
+pub use containerd::Containerd;
+pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout};
+pub use ipfs::{IpfsDaemon, IpfsKind, available_ipfs_kinds};
+pub use process::{Daemon, free_port, wait_until};
+pub use registry::Registry;
+
+use std::path::PathBuf;
+
+/// The workspace root (for `e2e/.deps`, built binaries and fixtures).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+}
+
+/// Path of a binary of this workspace, built by cargo for the current profile.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let path = target.join(profile).join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// Run async test code on a fresh multi-threaded runtime. Daemons are started outside it
+/// (their readiness checks block).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("tokio runtime").block_on(f)
+}
+
+/// reqwest needs a TLS crypto provider even for plain HTTP; install ring's once.
+pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::blocking::Client::builder().timeout(timeout).build().expect("http client")
+}

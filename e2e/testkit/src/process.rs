@@ -1,0 +1,125 @@
+//! Child processes that die with the test: killed by PID on drop, and by the kernel when the
+//! test process goes away (`PR_SET_PDEATHSIG`, from a spawner thread that lives as long as the
+//! process, because the signal fires when the *thread* that forked exits).
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("testkit-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawn thread");
+        Mutex::new(tx)
+    })
+}
+
+/// A running daemon; stopped by PID on drop.
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start `cmd` with stdout/stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &std::path::Path) -> Result<Self> {
+        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        #[allow(unsafe_code)]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        spawner().lock().expect("spawner lock").send((cmd, tx)).expect("spawner alive");
+        let child = rx.recv().expect("spawner replies").with_context(|| format!("starting {name}"))?;
+        Ok(Self { name: name.to_owned(), child: Some(child) })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; waits for the process.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pid = child.id() as libc::pid_t;
+        #[allow(unsafe_code)]
+        // SAFETY: signalling a child we spawned and have not yet reaped, so the PID is ours.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("testkit: {} (pid {pid}) ignored SIGTERM; killing", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Kill at once (simulates a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the daemon binds it right after; collisions are retried by callers).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+}
+
+/// Poll `check` until it returns true; this is readiness polling, not a sleep-as-synchronisation.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match last_err {
+        Some(e) => bail!("{what} not ready after {timeout:?}: {e:#}"),
+        None => bail!("{what} not ready after {timeout:?}"),
+    }
+}

@@ -1,0 +1,327 @@
+//! Registry image → IPFS-enabled image (DESIGN §2), the job of `nerdctl push ipfs://`.
+//!
+//! Every blob streams from the registry into IPFS (constant memory), descriptors get
+//! `ipfs://<CID>` urls and OCI media types, the original manifest/index bytes are stored too (so
+//! a mirror can serve them byte for byte), and one UnixFS directory laid out as an OCI image
+//! layout holds everything: pinning it pins the whole image. The output is deterministic: the
+//! same source gives the same CIDs, so re-running an import is idempotent.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use cid::Cid;
+use serde_json::{Map, Value, json};
+
+use crate::content_id::{ipfs_url, raw_cid_for_digest, to_base32};
+use crate::digest::{Digest, verify_bytes};
+use crate::format::{MAX_MANIFESTS, MAX_MANIFEST_BYTES, MAX_NESTING, Platform, RootDescriptor, annotation, media_type};
+use crate::ipfs::{IpfsError, IpfsStore};
+use crate::source::{RawManifest, Reference, SourceError, SourceRegistry};
+
+/// UnixFS chunk size of the format: blobs up to this size are one raw block.
+pub const CHUNK_SIZE: u64 = 262_144;
+
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Keep only these platforms of an index; empty keeps all.
+    pub platforms: Vec<Platform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertedImage {
+    /// The image's CID: the root descriptor JSON (`ipfs://<root_cid>`, `localhost:5050/ipfs/<root_cid>`).
+    pub root_cid: Cid,
+    /// The pinned OCI-layout directory holding every blob of the image.
+    pub layout_cid: Cid,
+    pub index_digest: Digest,
+    pub index_cid: Cid,
+    /// What the reference resolved to in the source registry (index or manifest digest).
+    pub source_digest: Digest,
+    pub source_media_type: String,
+    /// Platforms kept (empty entries for manifests without a platform are left out).
+    pub platforms: Vec<Platform>,
+    /// Bytes of all distinct blobs (configs, layers, manifests), as stored.
+    pub total_size: u64,
+    pub blob_count: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Ipfs(#[from] IpfsError),
+    #[error("invalid image: {0}")]
+    Invalid(String),
+    #[error("no manifest matches platforms [{wanted}]; the image has [{available}]")]
+    NoMatchingPlatform { wanted: String, available: String },
+    #[error("IPFS returned CID {got} for blob {digest}, expected {expected}: the daemon ignored the format's add options")]
+    UnexpectedCid { digest: Digest, got: String, expected: String },
+}
+
+/// Convert `reference`, store it in IPFS, pin its layout directory and return its CIDs.
+pub async fn convert<S: IpfsStore>(
+    ipfs: &S,
+    source: &SourceRegistry,
+    reference: &Reference,
+    options: &ConvertOptions,
+) -> Result<ConvertedImage, ConvertError> {
+    let mut job = Job { ipfs, source, reference, options, blobs: BTreeMap::new(), platforms: Vec::new(), manifests_seen: 0 };
+    let top = source.fetch_manifest(reference).await?;
+    tracing::info!(reference = %reference.whole(), digest = %top.digest, media_type = %top.media_type, "resolved source");
+    let top_cid = job.store_small(&top.bytes, top.digest).await?;
+
+    let mut index = if media_type::is_index(&top.media_type) {
+        job.convert_index(&top, 1).await?
+    } else if media_type::is_manifest(&top.media_type) {
+        let entry = job.convert_child(&top, top_cid, &Map::new(), 1).await?;
+        json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [entry]})
+    } else {
+        return Err(ConvertError::Invalid(format!("unsupported media type {}", top.media_type)));
+    };
+    let annotations = index.as_object_mut().expect("index is an object").entry("annotations").or_insert_with(|| json!({}));
+    if let Some(a) = annotations.as_object_mut() {
+        a.insert(annotation::SOURCE_DIGEST.into(), top.digest.to_string().into());
+        a.insert(annotation::SOURCE_CID.into(), to_base32(&top_cid).into());
+        a.insert(annotation::SOURCE_MEDIA_TYPE.into(), top.media_type.clone().into());
+        a.insert(annotation::SOURCE_SIZE.into(), top.bytes.len().to_string().into());
+    }
+
+    let index_bytes = Bytes::from(serde_json::to_vec(&index).expect("JSON values serialize"));
+    let index_digest = Digest::of(&index_bytes);
+    let index_cid = job.store_small(&index_bytes, index_digest).await?;
+    let root = RootDescriptor {
+        media_type: media_type::OCI_INDEX.into(),
+        digest: index_digest,
+        size: index_bytes.len() as u64,
+        urls: vec![ipfs_url(&index_cid)],
+    };
+    let root_bytes = Bytes::from(serde_json::to_vec(&root).expect("descriptor serializes"));
+    let root_cid = job.store_small(&root_bytes, Digest::of(&root_bytes)).await?;
+
+    let layout_cid = job.build_layout(&root).await?;
+    ipfs.pin_add(&layout_cid).await?;
+    tracing::info!(root = %to_base32(&root_cid), layout = %to_base32(&layout_cid), "pinned image layout");
+
+    let total_size = job.blobs.values().map(|b| b.1).sum();
+    let mut platforms = job.platforms;
+    platforms.sort();
+    platforms.dedup();
+    Ok(ConvertedImage {
+        root_cid,
+        layout_cid,
+        index_digest,
+        index_cid,
+        source_digest: top.digest,
+        source_media_type: top.media_type,
+        platforms,
+        total_size,
+        blob_count: job.blobs.len(),
+    })
+}
+
+struct Job<'a, S> {
+    ipfs: &'a S,
+    source: &'a SourceRegistry,
+    reference: &'a Reference,
+    options: &'a ConvertOptions,
+    /// Every blob of the layout: digest → (CID, size). Also the de-duplication table.
+    blobs: BTreeMap<Digest, (Cid, u64)>,
+    platforms: Vec<Platform>,
+    manifests_seen: usize,
+}
+
+fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, ConvertError> {
+    v.get(name).ok_or_else(|| ConvertError::Invalid(format!("descriptor without {name}: {v}")))
+}
+
+fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
+    let digest = field(v, "digest")?
+        .as_str()
+        .ok_or_else(|| ConvertError::Invalid("digest is not a string".into()))?
+        .parse::<Digest>()
+        .map_err(|e| ConvertError::Invalid(e.to_string()))?;
+    let size = field(v, "size")?.as_u64().ok_or_else(|| ConvertError::Invalid(format!("bad size in {v}")))?;
+    let mt = field(v, "mediaType")?.as_str().unwrap_or_default().to_owned();
+    Ok((digest, size, mt))
+}
+
+impl<S: IpfsStore> Job<'_, S> {
+    /// Add a small in-memory blob (manifest, index, descriptor) and remember it.
+    async fn store_small(&mut self, bytes: &Bytes, digest: Digest) -> Result<Cid, ConvertError> {
+        if let Some((cid, _)) = self.blobs.get(&digest) {
+            return Ok(*cid);
+        }
+        verify_bytes(bytes, digest, None).map_err(|e| ConvertError::Invalid(e.to_string()))?;
+        let added = self.ipfs.add_bytes(bytes.clone()).await?;
+        self.check_cid(digest, bytes.len() as u64, &added.cid)?;
+        self.blobs.insert(digest, (added.cid, bytes.len() as u64));
+        Ok(added.cid)
+    }
+
+    /// A blob that fits one chunk must have CIDv1(raw, its sha256): cheap proof that the
+    /// daemon applied the format's options.
+    fn check_cid(&self, digest: Digest, size: u64, got: &Cid) -> Result<(), ConvertError> {
+        if size <= CHUNK_SIZE && size > 0 {
+            let expected = raw_cid_for_digest(&digest);
+            if &expected != got {
+                return Err(ConvertError::UnexpectedCid { digest, got: to_base32(got), expected: to_base32(&expected) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream a config or layer from the registry into IPFS (once per digest).
+    async fn store_blob(&mut self, digest: Digest, size: u64) -> Result<Cid, ConvertError> {
+        if let Some((cid, _)) = self.blobs.get(&digest) {
+            return Ok(*cid);
+        }
+        let stream = self.source.blob_stream(self.reference, digest, size).await?;
+        let started = std::time::Instant::now();
+        let added = self.ipfs.add(stream).await?;
+        self.check_cid(digest, size, &added.cid)?;
+        tracing::info!(%digest, size, cid = %to_base32(&added.cid), elapsed_ms = started.elapsed().as_millis() as u64, "stored blob");
+        self.blobs.insert(digest, (added.cid, size));
+        Ok(added.cid)
+    }
+
+    /// Convert an index's children (filtered by platform) and return the converted index JSON.
+    async fn convert_index(&mut self, raw: &RawManifest, depth: usize) -> Result<Value, ConvertError> {
+        if depth > MAX_NESTING {
+            return Err(ConvertError::Invalid(format!("indexes nested deeper than {MAX_NESTING}")));
+        }
+        let mut index: Value = serde_json::from_slice(&raw.bytes).map_err(|e| ConvertError::Invalid(format!("index: {e}")))?;
+        let children = index.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut converted = Vec::new();
+        let mut available = Vec::new();
+        for child in &children {
+            let platform = child.get("platform").and_then(Platform::from_json);
+            if let Some(p) = &platform {
+                available.push(p.to_string());
+            }
+            let wanted = &self.options.platforms;
+            if !wanted.is_empty() && !platform.as_ref().is_some_and(|p| wanted.iter().any(|w| p.matches(w))) {
+                continue;
+            }
+            let (digest, size, _) = descriptor_digest(child)?;
+            let child_raw = self.source.fetch_child_manifest(self.reference, digest, size).await?;
+            let original_cid = self.store_small(&child_raw.bytes, digest).await?;
+            let descriptor = child.as_object().cloned().unwrap_or_default();
+            converted.push(Box::pin(self.convert_child(&child_raw, original_cid, &descriptor, depth + 1)).await?);
+            if let Some(p) = platform {
+                self.platforms.push(p);
+            }
+        }
+        if converted.is_empty() {
+            let wanted: Vec<String> = self.options.platforms.iter().map(ToString::to_string).collect();
+            return Err(ConvertError::NoMatchingPlatform { wanted: wanted.join(", "), available: available.join(", ") });
+        }
+        let obj = index.as_object_mut().ok_or_else(|| ConvertError::Invalid("index is not an object".into()))?;
+        obj.insert("mediaType".into(), media_type::OCI_INDEX.into());
+        obj.insert("manifests".into(), Value::Array(converted));
+        Ok(index)
+    }
+
+    /// Convert one manifest or nested index and return its new descriptor, which keeps the
+    /// original descriptor's other fields (platform, annotations) and records the original.
+    async fn convert_child(
+        &mut self,
+        raw: &RawManifest,
+        original_cid: Cid,
+        original_descriptor: &Map<String, Value>,
+        depth: usize,
+    ) -> Result<Value, ConvertError> {
+        self.manifests_seen += 1;
+        if self.manifests_seen > MAX_MANIFESTS {
+            return Err(ConvertError::Invalid(format!("more than {MAX_MANIFESTS} manifests")));
+        }
+        let (converted, platform) = if media_type::is_index(&raw.media_type) {
+            (self.convert_index(raw, depth).await?, None)
+        } else if media_type::is_manifest(&raw.media_type) {
+            self.convert_manifest(raw).await?
+        } else {
+            return Err(ConvertError::Invalid(format!("unsupported manifest media type {}", raw.media_type)));
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&converted).expect("JSON values serialize"));
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(ConvertError::Invalid("converted manifest exceeds the size limit".into()));
+        }
+        let digest = Digest::of(&bytes);
+        let cid = self.store_small(&bytes, digest).await?;
+
+        let mut desc = original_descriptor.clone();
+        desc.insert("mediaType".into(), media_type::to_oci(&raw.media_type).into());
+        desc.insert("digest".into(), digest.to_string().into());
+        desc.insert("size".into(), bytes.len().into());
+        desc.insert("urls".into(), json!([ipfs_url(&cid)]));
+        if !desc.contains_key("platform")
+            && let Some(p) = &platform
+        {
+            desc.insert("platform".into(), p.to_json());
+            self.platforms.push(p.clone());
+        }
+        let annotations = desc.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(annotation::ORIGINAL_DIGEST.into(), raw.digest.to_string().into());
+            a.insert(annotation::ORIGINAL_CID.into(), to_base32(&original_cid).into());
+            a.insert(annotation::ORIGINAL_MEDIA_TYPE.into(), raw.media_type.clone().into());
+            a.insert(annotation::ORIGINAL_SIZE.into(), raw.bytes.len().to_string().into());
+        }
+        Ok(Value::Object(desc))
+    }
+
+    /// Store config and layers; return the rewritten manifest and the config's platform.
+    async fn convert_manifest(&mut self, raw: &RawManifest) -> Result<(Value, Option<Platform>), ConvertError> {
+        let mut manifest: Value = serde_json::from_slice(&raw.bytes).map_err(|e| ConvertError::Invalid(format!("manifest: {e}")))?;
+        let config = manifest.get_mut("config").ok_or_else(|| ConvertError::Invalid("manifest without config".into()))?;
+        let (config_digest, config_size, _) = descriptor_digest(config)?;
+        let config_cid = self.rewrite_descriptor(config).await?;
+        let layers = manifest.get_mut("layers").and_then(Value::as_array_mut).ok_or_else(|| ConvertError::Invalid("manifest without layers".into()))?;
+        for layer in layers.iter_mut() {
+            self.rewrite_descriptor(layer).await?;
+        }
+        manifest["mediaType"] = media_type::OCI_MANIFEST.into();
+        let platform = self.config_platform(config_cid, config_digest, config_size).await;
+        Ok((manifest, platform))
+    }
+
+    /// Store the blob a descriptor names and point the descriptor at it.
+    async fn rewrite_descriptor(&mut self, desc: &mut Value) -> Result<Cid, ConvertError> {
+        let (digest, size, mt) = descriptor_digest(desc)?;
+        let cid = self.store_blob(digest, size).await?;
+        desc["mediaType"] = media_type::to_oci(&mt).into();
+        desc["urls"] = json!([ipfs_url(&cid)]);
+        Ok(cid)
+    }
+
+    /// The os/arch of an image config, read back from IPFS (configs are small JSON).
+    async fn config_platform(&self, cid: Cid, digest: Digest, size: u64) -> Option<Platform> {
+        if size > MAX_MANIFEST_BYTES {
+            return None;
+        }
+        let bytes = self.ipfs.cat_to_vec(&cid, MAX_MANIFEST_BYTES).await.ok()?;
+        verify_bytes(&bytes, digest, Some(size)).ok()?;
+        Platform::from_json(&serde_json::from_slice(&bytes).ok()?)
+    }
+
+    /// The OCI image layout directory: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
+    async fn build_layout(&mut self, root: &RootDescriptor) -> Result<Cid, ConvertError> {
+        let layout_marker = Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let layout_index = json!({
+            "schemaVersion": 2,
+            "mediaType": media_type::OCI_INDEX,
+            "manifests": [{
+                "mediaType": root.media_type,
+                "digest": root.digest.to_string(),
+                "size": root.size,
+                "annotations": {annotation::REF_NAME: "latest"},
+            }],
+        });
+        let layout_index = Bytes::from(serde_json::to_vec(&layout_index).expect("JSON values serialize"));
+        let marker_cid = self.ipfs.add_bytes(layout_marker).await?.cid;
+        let index_cid = self.ipfs.add_bytes(layout_index).await?.cid;
+        let mut entries = vec![("oci-layout".to_owned(), marker_cid), ("index.json".to_owned(), index_cid)];
+        entries.extend(self.blobs.iter().map(|(d, (cid, _))| (format!("blobs/sha256/{}", d.hex()), *cid)));
+        Ok(self.ipfs.make_directory(&entries).await?)
+    }
+}

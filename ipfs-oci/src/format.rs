@@ -1,0 +1,189 @@
+//! Names and small types of the IPFS-enabled image format (DESIGN §2).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+pub mod media_type {
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const OCI_LAYER_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    pub const OCI_LAYER_NONDIST_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const DOCKER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_FOREIGN_TAR: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+
+    /// What we accept from a source registry for a manifest request.
+    pub const ACCEPTED_MANIFESTS: &[&str] = &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+
+    pub fn is_index(mt: &str) -> bool {
+        mt == OCI_INDEX || mt == DOCKER_LIST
+    }
+
+    pub fn is_manifest(mt: &str) -> bool {
+        mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
+    }
+
+    /// Docker media types become the OCI ones (as stargz-snapshotter's converter does); anything
+    /// else — OCI types, ocicrypt `+encrypted` layers, artifacts — passes through unchanged.
+    pub fn to_oci(mt: &str) -> &str {
+        match mt {
+            DOCKER_LIST => OCI_INDEX,
+            DOCKER_MANIFEST => OCI_MANIFEST,
+            DOCKER_CONFIG => OCI_CONFIG,
+            DOCKER_LAYER_GZIP => OCI_LAYER_GZIP,
+            DOCKER_LAYER_TAR => OCI_LAYER_TAR,
+            DOCKER_FOREIGN_GZIP => OCI_LAYER_NONDIST_GZIP,
+            DOCKER_FOREIGN_TAR => OCI_LAYER_NONDIST_TAR,
+            other => other,
+        }
+    }
+}
+
+/// Annotations we add, under our own prefix (nerdctl ignores unknown annotations).
+pub mod annotation {
+    /// On a manifest descriptor in the converted index: the source manifest's digest …
+    pub const ORIGINAL_DIGEST: &str = "ipfsimage.dev/original-digest";
+    /// … the CID of its byte-identical original JSON …
+    pub const ORIGINAL_CID: &str = "ipfsimage.dev/original-cid";
+    /// … its original media type and size.
+    pub const ORIGINAL_MEDIA_TYPE: &str = "ipfsimage.dev/original-media-type";
+    pub const ORIGINAL_SIZE: &str = "ipfsimage.dev/original-size";
+    /// On the converted index itself: what the source reference resolved to when imported
+    /// (the original index, or the single manifest), so a mirror can serve it byte for byte.
+    pub const SOURCE_DIGEST: &str = "ipfsimage.dev/source-digest";
+    pub const SOURCE_CID: &str = "ipfsimage.dev/source-cid";
+    pub const SOURCE_MEDIA_TYPE: &str = "ipfsimage.dev/source-media-type";
+    pub const SOURCE_SIZE: &str = "ipfsimage.dev/source-size";
+    /// The OCI layout's tag for the image.
+    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+}
+
+/// Manifests, indexes and root descriptors are read whole; anything larger is refused
+/// (the limit registries commonly apply to manifests).
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// Indexes may nest (index → index → manifest); deeper than this is treated as hostile.
+pub const MAX_NESTING: usize = 4;
+/// Manifests in one image, all levels together.
+pub const MAX_MANIFESTS: usize = 1024;
+
+/// The JSON added to IPFS whose CID is the image's CID: the top descriptor with its `ipfs://`
+/// url. Field order follows Go's `ocispec.Descriptor`, as nerdctl writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootDescriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+/// `os/arch[/variant]`, as in `--platform` and `spec.platforms`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid platform {0:?}: expected os/arch or os/arch/variant, e.g. linux/amd64")]
+pub struct PlatformError(String);
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let valid = |p: &str| p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        let parts: Vec<&str> = s.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid(p)) {
+            return Err(PlatformError(s.to_owned()));
+        }
+        Ok(Self { os: parts[0].to_owned(), architecture: parts[1].to_owned(), variant: parts.get(2).map(|v| (*v).to_owned()) })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Platform {
+    /// Read the `platform` object of a descriptor (or the os/architecture of a config).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let os = v.get("os")?.as_str()?.to_owned();
+        let architecture = v.get("architecture")?.as_str()?.to_owned();
+        let variant = v.get("variant").and_then(|x| x.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+        Some(Self { os, architecture, variant })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"architecture": self.architecture, "os": self.os});
+        if let Some(variant) = &self.variant {
+            v["variant"] = variant.clone().into();
+        }
+        v
+    }
+
+    /// A requested platform without a variant matches every variant of that os/arch.
+    pub fn matches(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none() || wanted.variant == self.variant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_and_match() {
+        let arm: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(arm.to_string(), "linux/arm64/v8");
+        assert!(arm.matches(&"linux/arm64".parse().unwrap()));
+        assert!(!arm.matches(&"linux/amd64".parse().unwrap()));
+        for bad in ["linux", "linux/", "a/b/c/d", "linux/amd64 ", "../x"] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn root_descriptor_serializes_like_nerdctl() {
+        let root = RootDescriptor {
+            media_type: media_type::OCI_INDEX.into(),
+            digest: Digest::of(b"x"),
+            size: 1,
+            urls: vec!["ipfs://bafk".into()],
+        };
+        let json = serde_json::to_string(&root).unwrap();
+        assert!(json.starts_with(r#"{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:"#), "{json}");
+        assert!(json.ends_with(r#","size":1,"urls":["ipfs://bafk"]}"#), "{json}");
+    }
+
+    #[test]
+    fn docker_types_become_oci() {
+        assert_eq!(media_type::to_oci(media_type::DOCKER_LAYER_GZIP), media_type::OCI_LAYER_GZIP);
+        let encrypted = "application/vnd.oci.image.layer.v1.tar+gzip+encrypted";
+        assert_eq!(media_type::to_oci(encrypted), encrypted);
+    }
+}

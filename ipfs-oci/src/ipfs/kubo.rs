@@ -1,0 +1,341 @@
+//! Client for the Kubo RPC API (`/api/v0`), as served by Kubo and by js-ipfs.
+//!
+//! Differences between the two that this client absorbs: CIDs may come back in base58btc
+//! (parsed as binary, never compared as strings), `Size` fields may be numbers or strings, error
+//! bodies vary in shape, `cat` may label binary as JSON, and a CID nobody has makes some calls
+//! hang forever — so every call has a client-side deadline.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::multipart::{Form, Part};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Added, ByteRange, ByteStream, IpfsError, IpfsStore, NodeIdentity};
+use crate::content_id::{parse_cid, to_base32};
+
+/// Deadlines for talking to the daemon.
+#[derive(Debug, Clone)]
+pub struct KuboOptions {
+    /// Metadata calls (id, pin, stat, small reads): the whole call.
+    pub call_timeout: Duration,
+    /// `cat`: until the response headers arrive (a missing CID never gets there).
+    pub first_byte_timeout: Duration,
+    /// Streams: the longest silence between two chunks.
+    pub idle_timeout: Duration,
+    /// `pin/add` walks (and may fetch) a whole DAG.
+    pub pin_timeout: Duration,
+}
+
+impl Default for KuboOptions {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            pin_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KuboClient {
+    http: reqwest::Client,
+    base: String,
+    options: KuboOptions,
+}
+
+/// The format's add options (DESIGN §2), sent on every call so the daemon's config never matters.
+const ADD_QUERY: &[(&str, &str)] = &[
+    ("cid-version", "1"),
+    ("raw-leaves", "true"),
+    ("chunker", "size-262144"),
+    ("hash", "sha2-256"),
+    ("cid-base", "base32"),
+    ("pin", "false"),
+    ("progress", "false"),
+];
+
+static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl KuboClient {
+    /// `api_url` is the daemon's RPC address, e.g. `http://127.0.0.1:5001`.
+    pub fn new(api_url: &str, options: KuboOptions) -> Result<Self, reqwest::Error> {
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(options.idle_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self { http, base: format!("{}/api/v0", api_url.trim_end_matches('/')), options })
+    }
+
+    pub fn options(&self) -> &KuboOptions {
+        &self.options
+    }
+
+    fn request(&self, endpoint: &'static str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}/{}", self.base, endpoint)).query(query)
+    }
+
+    /// Send a request and turn transport failures and non-2xx answers into `IpfsError`.
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        deadline: Duration,
+    ) -> Result<reqwest::Response, IpfsError> {
+        let response = match tokio::time::timeout(deadline, request.send()).await {
+            Err(_) => return Err(IpfsError::Timeout { endpoint, after: deadline }),
+            Ok(Err(e)) if e.is_connect() => return Err(IpfsError::Unreachable { endpoint, source: e }),
+            Ok(Err(e)) if e.is_timeout() => return Err(IpfsError::Timeout { endpoint, after: deadline }),
+            Ok(Err(e)) => return Err(IpfsError::Transport { endpoint, source: e }),
+            Ok(Ok(r)) => r,
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = tokio::time::timeout(self.options.call_timeout, response.bytes()).await;
+        let text = match body {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned(),
+            _ => String::new(),
+        };
+        Err(IpfsError::Api { endpoint, message: error_message(status, &text) })
+    }
+
+    /// A metadata call whose JSON answer is read whole within the call deadline.
+    async fn call_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        endpoint: &'static str,
+        query: &[(&str, String)],
+        deadline: Duration,
+    ) -> Result<T, IpfsError> {
+        let work = async {
+            // Also ask the daemon to give up: js-ipfs otherwise keeps searching for a missing CID.
+            let mut query = query.to_vec();
+            query.push(("timeout", format!("{}ms", deadline.as_millis())));
+            let response = self.send(endpoint, self.request(endpoint, &query), deadline).await?;
+            let body = response.bytes().await.map_err(|source| IpfsError::Transport { endpoint, source })?;
+            serde_json::from_slice(&body).map_err(|e| IpfsError::Decode {
+                endpoint,
+                detail: format!("{e}: {}", String::from_utf8_lossy(&body[..body.len().min(512)])),
+            })
+        };
+        tokio::time::timeout(deadline, work).await.map_err(|_| IpfsError::Timeout { endpoint, after: deadline })?
+    }
+
+    async fn files_call(&self, endpoint: &'static str, query: &[(&str, String)]) -> Result<(), IpfsError> {
+        let deadline = self.options.call_timeout;
+        let response = self.send(endpoint, self.request(endpoint, query), deadline).await?;
+        // Drain so the connection can be reused; the body is empty or `{}`.
+        let _ = tokio::time::timeout(deadline, response.bytes()).await;
+        Ok(())
+    }
+}
+
+/// Kubo answers `{"Message":…,"Code":…,"Type":"error"}`; js-ipfs mostly does too, sometimes not.
+fn error_message(status: reqwest::StatusCode, body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("Message").or_else(|| v.get("message")))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| body.trim().to_owned());
+    if message.is_empty() { format!("HTTP {status}") } else { message }
+}
+
+/// `Size` is a string in Kubo and a number in js-ipfs.
+fn flexible_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn cid_field(endpoint: &'static str, v: &Value, field: &str) -> Result<Cid, IpfsError> {
+    let s = v
+        .get(field)
+        .and_then(|h| h.as_str().or_else(|| h.get("/").and_then(Value::as_str)))
+        .ok_or_else(|| IpfsError::Decode { endpoint, detail: format!("no {field} in {v}") })?;
+    parse_cid(s).map_err(|e| IpfsError::Decode { endpoint, detail: e.to_string() })
+}
+
+fn arg(cid: &Cid) -> (&'static str, String) {
+    ("arg", to_base32(cid))
+}
+
+impl IpfsStore for KuboClient {
+    async fn add(&self, data: ByteStream) -> Result<Added, IpfsError> {
+        const ENDPOINT: &str = "add";
+        // js-ipfs rejects a part without a Content-Type.
+        let part = Part::stream(reqwest::Body::wrap_stream(data))
+            .file_name("blob")
+            .mime_str("application/octet-stream")
+            .expect("static mime type parses");
+        let form = Form::new().part("file", part);
+        let query: Vec<(&str, String)> = ADD_QUERY.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let request = self.request(ENDPOINT, &query).multipart(form);
+        // The upload itself may take long for a big layer; the deadline covers connecting and the
+        // daemon's silence (idle timeout), not the transfer.
+        let response = self.send(ENDPOINT, request, Duration::from_secs(24 * 3600)).await?;
+        let body = response.bytes().await.map_err(|source| IpfsError::Transport { endpoint: ENDPOINT, source })?;
+        // Newline-delimited JSON; the single file we sent is the last object.
+        let last = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .next_back()
+            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: "empty answer".into() })?;
+        let v: Value = serde_json::from_slice(last)
+            .map_err(|e| IpfsError::Decode { endpoint: ENDPOINT, detail: e.to_string() })?;
+        if v.get("Type").and_then(Value::as_str) == Some("error") {
+            return Err(IpfsError::Api { endpoint: ENDPOINT, message: error_message(reqwest::StatusCode::OK, &v.to_string()) });
+        }
+        let cid = cid_field(ENDPOINT, &v, "Hash")?;
+        let dag_size = v.get("Size").and_then(flexible_u64).unwrap_or(0);
+        Ok(Added { cid, dag_size })
+    }
+
+    async fn cat(&self, cid: &Cid, range: ByteRange) -> Result<ByteStream, IpfsError> {
+        const ENDPOINT: &str = "cat";
+        let mut query = vec![arg(cid)];
+        if range.offset > 0 {
+            query.push(("offset", range.offset.to_string()));
+        }
+        if let Some(length) = range.length {
+            query.push(("length", length.to_string()));
+        }
+        let response = self.send(ENDPOINT, self.request(ENDPOINT, &query), self.options.first_byte_timeout).await?;
+        let stream = response.bytes_stream().map_err(|e| std::io::Error::other(IpfsError::Transport { endpoint: ENDPOINT, source: e }));
+        Ok(Box::pin(stream))
+    }
+
+    async fn cat_to_vec(&self, cid: &Cid, limit: u64) -> Result<Vec<u8>, IpfsError> {
+        const ENDPOINT: &str = "cat";
+        let deadline = self.options.call_timeout;
+        let work = async {
+            // Ask for one byte more than allowed so "too large" is detectable without reading more.
+            let mut stream = self.cat(cid, ByteRange { offset: 0, length: Some(limit + 1) }).await?;
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| IpfsError::Decode { endpoint: ENDPOINT, detail: e.to_string() })?;
+                out.extend_from_slice(&chunk);
+                if out.len() as u64 > limit {
+                    return Err(IpfsError::TooLarge { endpoint: ENDPOINT, limit });
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(deadline, work).await.map_err(|_| IpfsError::Timeout { endpoint: ENDPOINT, after: deadline })?
+    }
+
+    async fn block_size(&self, cid: &Cid) -> Result<u64, IpfsError> {
+        const ENDPOINT: &str = "block/stat";
+        let v: Value = self.call_json(ENDPOINT, &[arg(cid)], self.options.call_timeout).await?;
+        v.get("Size").and_then(flexible_u64).ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: v.to_string() })
+    }
+
+    async fn pin_add(&self, cid: &Cid) -> Result<(), IpfsError> {
+        let _: Value = self
+            .call_json("pin/add", &[arg(cid), ("recursive", "true".into()), ("progress", "false".into())], self.options.pin_timeout)
+            .await?;
+        Ok(())
+    }
+
+    async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {
+        match self.call_json::<Value>("pin/rm", &[arg(cid), ("recursive", "true".into())], self.options.call_timeout).await {
+            Ok(_) => Ok(()),
+            // Unpinning something that is not pinned is the state we wanted.
+            Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn is_pinned(&self, cid: &Cid) -> Result<bool, IpfsError> {
+        const ENDPOINT: &str = "pin/ls";
+        let query = [arg(cid), ("type", "recursive".into())];
+        match self.call_json::<Value>(ENDPOINT, &query, self.options.call_timeout).await {
+            Ok(v) => {
+                // Kubo: {"Keys":{"<cid>":{"Type":"recursive"}}}; js-ipfs: one {"Cid":…,"Type":…} per line.
+                let keys = v.get("Keys").and_then(Value::as_object);
+                let listed: BTreeSet<Cid> = match keys {
+                    Some(map) => map.keys().filter_map(|k| parse_cid(k).ok()).collect(),
+                    None => cid_field(ENDPOINT, &v, "Cid").into_iter().collect(),
+                };
+                // js-ipfs lists CIDv0 for dag-pb roots pinned as CIDv1: same content, so compare
+                // codec and multihash, not the version.
+                Ok(listed.iter().any(|c| c.codec() == cid.codec() && c.hash() == cid.hash()))
+            }
+            Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn make_directory(&self, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let scratch = format!(
+            "/.ipfs-image-scratch/{}-{}-{}",
+            std::process::id(),
+            nanos,
+            SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let result = self.fill_directory(&scratch, entries).await;
+        // Always remove the scratch copy; the returned CID is what callers pin.
+        let cleanup = self.files_call("files/rm", &[("arg", scratch.clone()), ("recursive", "true".into()), ("force", "true".into())]).await;
+        let cid = result?;
+        cleanup?;
+        Ok(cid)
+    }
+
+    async fn id(&self) -> Result<NodeIdentity, IpfsError> {
+        const ENDPOINT: &str = "id";
+        let v: Value = self.call_json(ENDPOINT, &[], self.options.call_timeout).await?;
+        let peer_id = v
+            .get("ID")
+            .and_then(Value::as_str)
+            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: "no ID".into() })?
+            .to_owned();
+        let addresses = v
+            .get("Addresses")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let agent_version = v.get("AgentVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        Ok(NodeIdentity { peer_id, addresses, agent_version })
+    }
+
+    async fn version(&self) -> Result<String, IpfsError> {
+        const ENDPOINT: &str = "version";
+        let v: Value = self.call_json(ENDPOINT, &[], self.options.call_timeout).await?;
+        v.get("Version")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: v.to_string() })
+    }
+}
+
+impl KuboClient {
+    async fn fill_directory(&self, scratch: &str, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
+        let mkdir = |path: String| async move {
+            self.files_call("files/mkdir", &[("arg", path), ("parents", "true".into()), ("cid-version", "1".into())]).await
+        };
+        mkdir(scratch.to_owned()).await?;
+        let parents: BTreeSet<&str> = entries.iter().filter_map(|(p, _)| p.rsplit_once('/').map(|(dir, _)| dir)).collect();
+        for dir in parents {
+            mkdir(format!("{scratch}/{dir}")).await?;
+        }
+        for (path, cid) in entries {
+            let from = format!("/ipfs/{}", to_base32(cid));
+            self.files_call("files/cp", &[("arg", from), ("arg", format!("{scratch}/{path}"))]).await?;
+        }
+        let v: Value = self.call_json("files/stat", &[("arg", scratch.to_owned())], self.options.call_timeout).await?;
+        cid_field("files/stat", &v, "Hash")
+    }
+}
+

@@ -1,0 +1,105 @@
+//! Everything we need from an IPFS node, behind one trait so every daemon we support runs the
+//! same conformance suite (`tests/ipfs_conformance.rs`). The only implementation talks the Kubo
+//! RPC API, which Kubo and js-ipfs both serve.
+
+mod kubo;
+
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use futures::Stream;
+
+pub use kubo::{KuboClient, KuboOptions};
+
+/// A stream of bytes going into or coming out of IPFS.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'static>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpfsError {
+    #[error("IPFS {endpoint}: {message}")]
+    Api { endpoint: &'static str, message: String },
+    #[error("IPFS {endpoint} did not answer within {after:?}")]
+    Timeout { endpoint: &'static str, after: Duration },
+    #[error("cannot reach the IPFS API for {endpoint}: {source}")]
+    Unreachable {
+        endpoint: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("IPFS {endpoint}: transport error: {source}")]
+    Transport {
+        endpoint: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("IPFS {endpoint}: unexpected answer: {detail}")]
+    Decode { endpoint: &'static str, detail: String },
+    #[error("IPFS {endpoint}: content is larger than the limit of {limit} bytes")]
+    TooLarge { endpoint: &'static str, limit: u64 },
+}
+
+impl IpfsError {
+    /// True when the daemon could not be reached or did not answer in time: callers fall back
+    /// (the registry answers fast errors so containerd moves on) or retry with backoff.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::Unreachable { .. })
+    }
+}
+
+/// What `add` reports for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub cid: Cid,
+    /// Bytes of the file's DAG as the daemon counts them (informational).
+    pub dag_size: u64,
+}
+
+/// A byte range of a file: `length: None` means to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+    pub agent_version: String,
+}
+
+/// The operations the project uses. Every `add` uses the image format's options (CIDv1, raw
+/// leaves, 256 KiB chunks, sha2-256) whatever the daemon's configuration says.
+pub trait IpfsStore: Send + Sync {
+    /// Add one file from a stream, unpinned (pins are made per image, see `convert`).
+    fn add(&self, data: ByteStream) -> impl Future<Output = Result<Added, IpfsError>> + Send;
+
+    /// Add a small in-memory file.
+    fn add_bytes(&self, data: Bytes) -> impl Future<Output = Result<Added, IpfsError>> + Send {
+        self.add(Box::pin(futures::stream::once(async move { Ok(data) })))
+    }
+
+    /// Stream a file, or part of it.
+    fn cat(&self, cid: &Cid, range: ByteRange) -> impl Future<Output = Result<ByteStream, IpfsError>> + Send;
+
+    /// Read a small file whole; fails if it is larger than `limit`.
+    fn cat_to_vec(&self, cid: &Cid, limit: u64) -> impl Future<Output = Result<Vec<u8>, IpfsError>> + Send;
+
+    /// Size of a block (not of a whole file) — a cheap "does the node have this" probe.
+    fn block_size(&self, cid: &Cid) -> impl Future<Output = Result<u64, IpfsError>> + Send;
+
+    fn pin_add(&self, cid: &Cid) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    fn pin_rm(&self, cid: &Cid) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    /// Whether `cid` is pinned recursively.
+    fn is_pinned(&self, cid: &Cid) -> impl Future<Output = Result<bool, IpfsError>> + Send;
+
+    /// Build a UnixFS directory from `(path, cid)` entries (paths relative, `/`-separated) and
+    /// return its CID. Uses the node's MFS under a private scratch path, then removes it.
+    fn make_directory(&self, entries: &[(String, Cid)]) -> impl Future<Output = Result<Cid, IpfsError>> + Send;
+
+    fn id(&self) -> impl Future<Output = Result<NodeIdentity, IpfsError>> + Send;
+    fn version(&self) -> impl Future<Output = Result<String, IpfsError>> + Send;
+}
