@@ -70,8 +70,11 @@ pub fn build_busybox_layout(dir: &Path) -> Result<PathBuf> {
     run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::AMD64)]).arg(&bundle_l))?;
     std::fs::write(bundle_l.join("rootfs/big1.bin"), noise(1024 * 1024, 0x5eed_0001 ^ std::process::id() as u64))?;
     run(Command::new("umoci").args(["repack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l))?;
-    std::fs::write(bundle_l.join("rootfs/big2.bin"), noise(600 * 1024, 0x5eed_0002 ^ std::process::id() as u64))?;
-    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l))?;
+    // A bundle repacks against the image it was unpacked from: unpack again for the third layer.
+    let bundle_l2 = dir.join("bundle-layered2");
+    run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l2))?;
+    std::fs::write(bundle_l2.join("rootfs/big2.bin"), noise(600 * 1024, 0x5eed_0002 ^ std::process::id() as u64))?;
+    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l2))?;
 
     // arm64 (fake)
     let bundle_a = dir.join("bundle-arm64");
