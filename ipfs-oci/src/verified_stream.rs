@@ -51,6 +51,38 @@ pub fn verified(inner: ByteStream, expected: Digest, expected_size: Option<u64>)
     }))
 }
 
+/// Wrap `inner` so it fails unless it yields exactly `len` bytes (for ranges, which cannot be
+/// checked against the blob's digest). The last chunk is held back as in [`verified`].
+pub fn exact_length(inner: ByteStream, len: u64) -> ByteStream {
+    let state = (inner, 0u64, None::<bytes::Bytes>, false);
+    Box::pin(futures::stream::unfold(state, move |(mut inner, mut seen, mut pending, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match inner.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => {
+                    seen += chunk.len() as u64;
+                    if seen > len {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, format!("more than the expected {len} bytes"));
+                        return Some((Err(e), (inner, seen, None, true)));
+                    }
+                    if let Some(previous) = pending.replace(chunk) {
+                        return Some((Ok(previous), (inner, seen, pending, false)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), (inner, seen, None, true))),
+                None if seen == len => return pending.take().map(|last| (Ok(last), (inner, seen, None, true))),
+                None => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, format!("got {seen} of {len} bytes"));
+                    return Some((Err(e), (inner, seen, None, true)));
+                }
+            }
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,3 +122,29 @@ fn rand_suffix() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     u64::from(nanos) ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
+
+impl Containerd {
+    /// CRI `PullImage`, what kubelet calls: the daemon pulls using its `config_path` hosts.
+    /// Returns the image ref containerd reports. Call from synchronous code.
+    pub fn cri_pull(&self, image: &str) -> Result<String> {
+        use k8s_cri::v1::ImageSpec;
+        use k8s_cri::v1::PullImageRequest;
+        use k8s_cri::v1::image_service_client::ImageServiceClient;
+
+        let socket = self.socket.clone();
+        let image = image.to_owned();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let channel = tonic::transport::Endpoint::try_from("http://localhost")?
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let socket = socket.clone();
+                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                }))
+                .await?;
+            let mut client = ImageServiceClient::new(channel);
+            let request = PullImageRequest { image: Some(ImageSpec { image, ..Default::default() }), ..Default::default() };
+            let response = tokio::time::timeout(Duration::from_secs(300), client.pull_image(request)).await??;
+            Ok(response.into_inner().image_ref)
+        })
+    }
+}

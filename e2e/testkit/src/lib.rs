@@ -4,12 +4,14 @@
 //! and, through `PR_SET_PDEATHSIG`, when the test process dies. Nothing here dials out: every
 //! IPFS node has an empty Bootstrap list, no MDNS and no routing.
 
+mod agent;
 mod containerd;
 mod images;
 mod ipfs;
 mod process;
 mod registry;
 
+pub use agent::{Agent, sum_metric};
 pub use containerd::Containerd;
 pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout};
 pub use ipfs::{IpfsDaemon, IpfsKind, available_ipfs_kinds};

@@ -1,0 +1,96 @@
+//! Command-line interface. Every flag also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "ipfs-image-agent", version, about = "A read-only registry and containerd mirror backed by IPFS")]
+pub struct Cli {
+    /// Kubo RPC API of the node's IPFS daemon (keep it on 127.0.0.1: it is an admin API).
+    #[arg(long, env = "IPFS_API", default_value = "http://127.0.0.1:5001", global = true)]
+    pub ipfs_api: String,
+
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the registry (`/v2/ipfs/<CID>/…` and mirror mode).
+    Serve(ServeArgs),
+    /// Write containerd hosts.toml files: the local `ipfs/<CID>` host and a mirror entry per registry.
+    ConfigureContainerd(ConfigureArgs),
+    /// Remove the hosts.toml files this agent wrote and restore the ones it replaced.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the registry. containerd reaches it over the node's loopback.
+    #[arg(long, env = "AGENT_LISTEN", default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+
+    /// Address of /metrics, /healthz and /readyz (disabled when not given).
+    #[arg(long, env = "AGENT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Standalone mirror catalog: a YAML list of `{source: <image reference>, cid: <CID>}`,
+    /// reloaded when the file changes.
+    #[arg(long, env = "AGENT_IMAGES")]
+    pub images: Option<PathBuf>,
+
+    /// Longest time to resolve an image before answering an error (so containerd can fall back).
+    #[arg(long, env = "AGENT_RESOLVE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub resolve_timeout: Duration,
+
+    /// Longest wait for IPFS to start sending a blob, and the longest silence while it streams.
+    #[arg(long, env = "AGENT_IPFS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ipfs_timeout: Duration,
+
+    /// Resolved images kept in memory.
+    #[arg(long, env = "AGENT_CACHE_ENTRIES", default_value_t = 4096)]
+    pub cache_entries: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// containerd's registry `config_path` (CRI `registry.config_path`).
+    #[arg(long, env = "CONTAINERD_CONFIG_PATH", default_value = "/etc/containerd/certs.d")]
+    pub config_path: PathBuf,
+
+    /// Registry to mirror: `HOST` (upstream https://HOST) or `HOST=UPSTREAM_URL`; `_default`
+    /// mirrors every registry without its own entry. Repeat for several.
+    #[arg(long = "registry", env = "MIRROR_REGISTRIES", value_delimiter = ',')]
+    pub registries: Vec<String>,
+
+    /// Host name pods use for IPFS images (`<local-host>/ipfs/<CID>`).
+    #[arg(long, env = "AGENT_LOCAL_HOST", default_value = "localhost:5050")]
+    pub local_host: String,
+
+    /// The agent's registry as containerd reaches it.
+    #[arg(long, env = "AGENT_MIRROR_ENDPOINT", default_value = "http://127.0.0.1:5050")]
+    pub mirror_endpoint: String,
+
+    /// containerd's connect timeout for the mirror (empty to leave containerd's default).
+    #[arg(long, env = "AGENT_DIAL_TIMEOUT", default_value = "200ms")]
+    pub dial_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    #[arg(long, env = "CONTAINERD_CONFIG_PATH", default_value = "/etc/containerd/certs.d")]
+    pub config_path: PathBuf,
+}

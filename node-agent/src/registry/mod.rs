@@ -1,0 +1,284 @@
+//! The read-only OCI Distribution API on 127.0.0.1:5050 (DESIGN §3): `ipfs/<CID>` names and
+//! mirror mode (`?ns=<registry>`), GET and HEAD, Range on blobs, OCI error bodies, and digest
+//! verification while streaming.
+
+mod errors;
+mod paths;
+mod range;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::Bytes;
+use futures::StreamExt;
+use ipfs_oci::digest::Digest;
+use ipfs_oci::ipfs::{ByteRange, IpfsError, IpfsStore, KuboClient};
+use ipfs_oci::resolve::{DagEntry, ImageDag};
+use ipfs_oci::verified_stream::verified;
+
+use crate::cache::{CacheError, DagCache};
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
+pub use errors::{ErrorCode, RegistryError};
+use paths::{Kind, Repository, Route, Target};
+use range::RangeRequest;
+
+pub struct AppState {
+    pub ipfs: Arc<KuboClient>,
+    pub cache: DagCache,
+    pub catalog: Arc<Catalog>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2", any(base))
+        .route("/v2/", any(base))
+        .route("/v2/{*rest}", any(dispatch))
+        .fallback(any(unknown_route))
+        .with_state(state)
+}
+
+fn api_version_headers(headers: &mut HeaderMap) {
+    headers.insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+}
+
+async fn base(State(app): State<Arc<AppState>>, method: Method) -> Response {
+    let response = if method == Method::GET || method == Method::HEAD {
+        let mut r = (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response();
+        api_version_headers(r.headers_mut());
+        r
+    } else {
+        RegistryError::new(ErrorCode::Unsupported, "this registry is read-only").into_response()
+    };
+    app.metrics.requests.with_label_values(&["base", "", method.as_str(), response.status().as_str()]).inc();
+    response
+}
+
+async fn unknown_route(method: Method) -> Response {
+    let _ = method;
+    RegistryError::new(ErrorCode::NameUnknown, "unknown route").into_response()
+}
+
+/// Decrements the in-flight gauge however the request ends.
+struct Inflight(prometheus::IntGauge);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    app.metrics.inflight.inc();
+    let _inflight = Inflight(app.metrics.inflight.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let ns = request.uri().query().and_then(namespace_param);
+    let headers = request.headers().clone();
+    drop(request); // never read request bodies
+
+    let rest = path.strip_prefix("/v2/").unwrap_or_default();
+    let route = paths::parse(rest);
+    let (route_label, kind_label) = match &route {
+        Ok(r) => (
+            if matches!(r.repository, Repository::Ipfs(_)) { "ipfs" } else { "mirror" },
+            if r.kind == Kind::Manifest { "manifest" } else { "blob" },
+        ),
+        Err(_) => ("invalid", ""),
+    };
+    let response = if method != Method::GET && method != Method::HEAD {
+        RegistryError::new(ErrorCode::Unsupported, format!("{method} is not supported: this registry is read-only")).into_response()
+    } else {
+        match route {
+            Ok(route) => serve(&app, &method, &route, ns.as_deref(), &headers).await.unwrap_or_else(IntoResponse::into_response),
+            Err(e) => e.into_response(),
+        }
+    };
+    app.metrics.requests.with_label_values(&[route_label, kind_label, method.as_str(), response.status().as_str()]).inc();
+    response
+}
+
+/// The URL-decoded `ns` query parameter containerd adds for mirrors (`ns=127.0.0.1%3A5000`).
+fn namespace_param(query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "ns").map(|(_, v)| v)
+}
+
+/// Find the content a route names, then answer with it.
+async fn serve(app: &AppState, method: &Method, route: &Route, ns: Option<&str>, headers: &HeaderMap) -> Result<Response, RegistryError> {
+    let (dag, digest) = match &route.repository {
+        Repository::Ipfs(cid) => {
+            let dag = app.cache.get(cid).await.map_err(|e| cache_error(app, route.kind, &e))?;
+            let digest = match &route.target {
+                Target::Tag(_) => *dag.top().0,
+                Target::Digest(d) => *d,
+            };
+            (dag, digest)
+        }
+        Repository::Mirror(repo) => mirror_lookup(app, route, repo, ns).await?,
+    };
+    let entry = dag.get(&digest).ok_or_else(|| not_found(route.kind, &digest))?;
+    match route.kind {
+        Kind::Manifest => {
+            let bytes = entry.bytes.clone().ok_or_else(|| not_found(Kind::Manifest, &digest))?;
+            Ok(manifest_response(method, &digest, entry, bytes, app))
+        }
+        Kind::Blob => blob_response(app, method, &digest, entry, headers).await,
+    }
+}
+
+/// Mirror mode: only images in the catalog, only under the registry they came from.
+async fn mirror_lookup(app: &AppState, route: &Route, repo: &str, ns: Option<&str>) -> Result<(Arc<ImageDag>, Digest), RegistryError> {
+    let miss = |reason: String| {
+        app.metrics.mirror.with_label_values(&[ns.unwrap_or(""), "miss"]).inc();
+        RegistryError::new(if route.kind == Kind::Manifest { ErrorCode::ManifestUnknown } else { ErrorCode::BlobUnknown }, reason)
+    };
+    let Some(ns) = ns else {
+        return Err(RegistryError::new(ErrorCode::NameUnknown, "mirror requests need the ?ns=<registry> parameter (containerd sends it)"));
+    };
+    let candidates = app.catalog.for_repository(ns, repo);
+    if candidates.is_empty() {
+        return Err(miss(format!("{ns}/{repo} is not held in IPFS")));
+    }
+    for entry in &candidates {
+        let dag = match app.cache.get(&entry.cid).await {
+            Ok(dag) => dag,
+            Err(e) => {
+                // A mirror that cannot answer must let containerd fall back at once.
+                record_ipfs_failure(app, &e);
+                tracing::warn!(source = %entry.source, error = %e, "mirror: image unavailable, falling back");
+                continue;
+            }
+        };
+        let digest = match &route.target {
+            Target::Tag(tag) if entry.tag.as_deref() == Some(tag.as_str()) => dag.source_digest.or(entry.digest),
+            Target::Tag(_) => None,
+            Target::Digest(d) => dag.get(d).map(|_| *d),
+        };
+        if let Some(digest) = digest {
+            app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
+            return Ok((dag, digest));
+        }
+    }
+    Err(miss(format!("{ns}/{repo}: not held in IPFS")))
+}
+
+fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
+    match kind {
+        Kind::Manifest => RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {digest} is not part of this image")),
+        Kind::Blob => RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not part of this image")),
+    }
+}
+
+fn record_ipfs_failure(app: &AppState, e: &CacheError) {
+    let kind = match e {
+        CacheError::Timeout(_) => "timeout",
+        CacheError::Resolve(r) if r.is_unavailable() => "unreachable",
+        CacheError::Resolve(_) => "invalid",
+    };
+    app.metrics.ipfs_errors.with_label_values(&[kind]).inc();
+}
+
+fn cache_error(app: &AppState, kind: Kind, e: &CacheError) -> RegistryError {
+    record_ipfs_failure(app, e);
+    if e.is_unavailable() {
+        RegistryError::new(ErrorCode::Unavailable, format!("IPFS: {e}"))
+    } else {
+        let code = if kind == Kind::Manifest { ErrorCode::ManifestUnknown } else { ErrorCode::BlobUnknown };
+        RegistryError::new(code, format!("not a usable IPFS-enabled image: {e}"))
+    }
+}
+
+fn content_headers(headers: &mut HeaderMap, digest: &Digest, media_type: &str, length: u64) {
+    api_version_headers(headers);
+    if let Ok(v) = HeaderValue::from_str(if media_type.is_empty() { "application/octet-stream" } else { media_type }) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    headers.insert("Docker-Content-Digest", HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(header::ETAG, HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"));
+}
+
+fn manifest_response(method: &Method, digest: &Digest, entry: &DagEntry, bytes: Bytes, app: &AppState) -> Response {
+    let len = bytes.len() as u64;
+    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    let mut response = Response::new(body);
+    content_headers(response.headers_mut(), digest, &entry.media_type, len);
+    if method == Method::GET {
+        app.metrics.bytes_served.with_label_values(&["registry", "manifest"]).inc_by(len);
+    }
+    response
+}
+
+async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: &DagEntry, headers: &HeaderMap) -> Result<Response, RegistryError> {
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let span = match range::parse(range_header, entry.size) {
+        RangeRequest::Unsatisfiable => {
+            let mut e = RegistryError::new(ErrorCode::RangeInvalid, format!("range {:?} is outside the blob of {} bytes", range_header.unwrap_or(""), entry.size));
+            e.size = Some(entry.size);
+            return Err(e);
+        }
+        RangeRequest::Partial(s) if !(s.start == 0 && s.len == entry.size) => Some(s),
+        _ => None,
+    };
+    let length = span.map_or(entry.size, |s| s.len);
+    let status = if span.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let mut response = if method == Method::HEAD {
+        Response::new(Body::empty())
+    } else if let Some(bytes) = &entry.bytes {
+        // Manifests fetched through /blobs/: already verified and in memory.
+        let slice = match span {
+            Some(s) => bytes.slice(s.start as usize..(s.start + s.len) as usize),
+            None => bytes.clone(),
+        };
+        Response::new(Body::from(slice))
+    } else {
+        let range = span.map_or(ByteRange::default(), |s| ByteRange { offset: s.start, length: Some(s.len) });
+        let stream = app.ipfs.cat(&entry.cid, range).await.map_err(|e| ipfs_error(app, &e))?;
+        // Whole blobs are verified while streaming (the last chunk waits for the digest check);
+        // a range cannot be, but its length is enforced.
+        let checked = match span {
+            None => verified(stream, *digest, Some(entry.size)),
+            Some(s) => ipfs_oci::verified_stream::exact_length(stream, s.len),
+        };
+        let metrics = app.metrics.clone();
+        let digest_text = digest.to_string();
+        let counted = checked.map(move |chunk| {
+            match &chunk {
+                Ok(b) => metrics.bytes_served.with_label_values(&["registry", "blob"]).inc_by(b.len() as u64),
+                Err(e) => {
+                    metrics.verification_failures.with_label_values(&["blob"]).inc();
+                    tracing::error!(digest = %digest_text, error = %e, "aborting blob response");
+                }
+            }
+            chunk
+        });
+        Response::new(Body::from_stream(counted))
+    };
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    content_headers(h, digest, &entry.media_type, length);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(s) = span
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", s.start, s.start + s.len - 1, entry.size))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+fn ipfs_error(app: &AppState, e: &IpfsError) -> RegistryError {
+    let kind = match e {
+        IpfsError::Timeout { .. } => "timeout",
+        IpfsError::Unreachable { .. } => "unreachable",
+        _ => "other",
+    };
+    app.metrics.ipfs_errors.with_label_values(&[kind]).inc();
+    RegistryError::new(ErrorCode::Unavailable, format!("IPFS: {e}"))
+}

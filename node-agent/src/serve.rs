@@ -1,0 +1,86 @@
+//! `ipfs-image-agent serve`: the registry, its metrics/health server, and the catalog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
+
+use crate::cache::DagCache;
+use crate::catalog::{Catalog, watch_file};
+use crate::cli::ServeArgs;
+use crate::metrics::Metrics;
+use crate::registry::{AppState, router};
+
+pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
+    let options = KuboOptions {
+        call_timeout: args.resolve_timeout,
+        first_byte_timeout: args.ipfs_timeout,
+        idle_timeout: args.ipfs_timeout,
+        ..KuboOptions::default()
+    };
+    let ipfs = Arc::new(KuboClient::new(ipfs_api, options)?);
+    let metrics = Metrics::new();
+    let catalog = Arc::new(Catalog::default());
+    if let Some(path) = &args.images {
+        watch_file(catalog.clone(), path.clone(), Duration::from_secs(2))?;
+        tracing::info!(path = %path.display(), images = catalog.snapshot().len(), "catalog loaded");
+    }
+    let cache = DagCache::new(ipfs.clone(), args.resolve_timeout, args.cache_entries, metrics.clone());
+    let state = Arc::new(AppState { ipfs: ipfs.clone(), cache, catalog, metrics: metrics.clone() });
+
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+        let app = health_router(ipfs.clone(), metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding the registry on {}", args.listen))?;
+    let local: SocketAddr = listener.local_addr()?;
+    tracing::info!(listen = %local, ipfs_api, "registry serving");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("registry stopped");
+    Ok(())
+}
+
+fn health_router(ipfs: Arc<KuboClient>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", get(|State((_, m)): State<(Arc<KuboClient>, Metrics)>| async move { m.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State((ipfs, _)): State<(Arc<KuboClient>, Metrics)>| async move {
+                // Ready only when the IPFS daemon answers: otherwise every pull would fall back.
+                match tokio::time::timeout(Duration::from_secs(2), ipfs.version()).await {
+                    Ok(Ok(v)) => (StatusCode::OK, format!("ipfs {v}")),
+                    Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "ipfs did not answer".to_owned()),
+                }
+            }),
+        )
+        .with_state((ipfs, metrics))
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}
