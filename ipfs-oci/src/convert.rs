@@ -14,7 +14,10 @@ use serde_json::{Map, Value, json};
 
 use crate::content_id::{ipfs_url, raw_cid_for_digest, to_base32};
 use crate::digest::{Digest, verify_bytes};
-use crate::format::{MAX_MANIFESTS, MAX_MANIFEST_BYTES, MAX_NESTING, Platform, RootDescriptor, annotation, media_type};
+use crate::format::{
+    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, Platform, RootDescriptor, annotation,
+    media_type,
+};
 use crate::ipfs::{IpfsError, IpfsStore};
 use crate::source::{RawManifest, Reference, SourceError, SourceRegistry};
 
@@ -55,8 +58,14 @@ pub enum ConvertError {
     Invalid(String),
     #[error("no manifest matches platforms [{wanted}]; the image has [{available}]")]
     NoMatchingPlatform { wanted: String, available: String },
-    #[error("IPFS returned CID {got} for blob {digest}, expected {expected}: the daemon ignored the format's add options")]
-    UnexpectedCid { digest: Digest, got: String, expected: String },
+    #[error(
+        "IPFS returned CID {got} for blob {digest}, expected {expected}: the daemon ignored the format's add options"
+    )]
+    UnexpectedCid {
+        digest: Digest,
+        got: String,
+        expected: String,
+    },
 }
 
 /// Convert `reference`, store it in IPFS, pin its layout directory and return its CIDs.
@@ -66,7 +75,15 @@ pub async fn convert<S: IpfsStore>(
     reference: &Reference,
     options: &ConvertOptions,
 ) -> Result<ConvertedImage, ConvertError> {
-    let mut job = Job { ipfs, source, reference, options, blobs: BTreeMap::new(), platforms: Vec::new(), manifests_seen: 0 };
+    let mut job = Job {
+        ipfs,
+        source,
+        reference,
+        options,
+        blobs: BTreeMap::new(),
+        platforms: Vec::new(),
+        manifests_seen: 0,
+    };
     let top = source.fetch_manifest(reference).await?;
     tracing::info!(reference = %reference.whole(), digest = %top.digest, media_type = %top.media_type, "resolved source");
     let top_cid = job.store_small(&top.bytes, top.digest).await?;
@@ -77,14 +94,30 @@ pub async fn convert<S: IpfsStore>(
         let entry = job.convert_child(&top, top_cid, &Map::new(), 1).await?;
         json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [entry]})
     } else {
-        return Err(ConvertError::Invalid(format!("unsupported media type {}", top.media_type)));
+        return Err(ConvertError::Invalid(format!(
+            "unsupported media type {}",
+            top.media_type
+        )));
     };
-    let annotations = index.as_object_mut().expect("index is an object").entry("annotations").or_insert_with(|| json!({}));
+    let annotations = index
+        .as_object_mut()
+        .expect("index is an object")
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
     if let Some(a) = annotations.as_object_mut() {
-        a.insert(annotation::SOURCE_DIGEST.into(), top.digest.to_string().into());
+        a.insert(
+            annotation::SOURCE_DIGEST.into(),
+            top.digest.to_string().into(),
+        );
         a.insert(annotation::SOURCE_CID.into(), to_base32(&top_cid).into());
-        a.insert(annotation::SOURCE_MEDIA_TYPE.into(), top.media_type.clone().into());
-        a.insert(annotation::SOURCE_SIZE.into(), top.bytes.len().to_string().into());
+        a.insert(
+            annotation::SOURCE_MEDIA_TYPE.into(),
+            top.media_type.clone().into(),
+        );
+        a.insert(
+            annotation::SOURCE_SIZE.into(),
+            top.bytes.len().to_string().into(),
+        );
     }
 
     let index_bytes = Bytes::from(serde_json::to_vec(&index).expect("JSON values serialize"));
@@ -97,7 +130,9 @@ pub async fn convert<S: IpfsStore>(
         urls: vec![ipfs_url(&index_cid)],
     };
     let root_bytes = Bytes::from(serde_json::to_vec(&root).expect("descriptor serializes"));
-    let root_cid = job.store_small(&root_bytes, Digest::of(&root_bytes)).await?;
+    let root_cid = job
+        .store_small(&root_bytes, Digest::of(&root_bytes))
+        .await?;
 
     let layout_cid = job.build_layout(&root).await?;
     ipfs.pin_add(&layout_cid).await?;
@@ -132,7 +167,8 @@ struct Job<'a, S> {
 }
 
 fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, ConvertError> {
-    v.get(name).ok_or_else(|| ConvertError::Invalid(format!("descriptor without {name}: {v}")))
+    v.get(name)
+        .ok_or_else(|| ConvertError::Invalid(format!("descriptor without {name}: {v}")))
 }
 
 fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
@@ -141,8 +177,13 @@ fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
         .ok_or_else(|| ConvertError::Invalid("digest is not a string".into()))?
         .parse::<Digest>()
         .map_err(|e| ConvertError::Invalid(e.to_string()))?;
-    let size = field(v, "size")?.as_u64().ok_or_else(|| ConvertError::Invalid(format!("bad size in {v}")))?;
-    let mt = field(v, "mediaType")?.as_str().unwrap_or_default().to_owned();
+    let size = field(v, "size")?
+        .as_u64()
+        .ok_or_else(|| ConvertError::Invalid(format!("bad size in {v}")))?;
+    let mt = field(v, "mediaType")?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     Ok((digest, size, mt))
 }
 
@@ -165,7 +206,11 @@ impl<S: IpfsStore> Job<'_, S> {
         if size <= CHUNK_SIZE && size > 0 {
             let expected = raw_cid_for_digest(&digest);
             if &expected != got {
-                return Err(ConvertError::UnexpectedCid { digest, got: to_base32(got), expected: to_base32(&expected) });
+                return Err(ConvertError::UnexpectedCid {
+                    digest,
+                    got: to_base32(got),
+                    expected: to_base32(&expected),
+                });
             }
         }
         Ok(())
@@ -176,7 +221,10 @@ impl<S: IpfsStore> Job<'_, S> {
         if let Some((cid, _)) = self.blobs.get(&digest) {
             return Ok(*cid);
         }
-        let stream = self.source.blob_stream(self.reference, digest, size).await?;
+        let stream = self
+            .source
+            .blob_stream(self.reference, digest, size)
+            .await?;
         let started = std::time::Instant::now();
         let added = self.ipfs.add(stream).await?;
         self.check_cid(digest, size, &added.cid)?;
@@ -186,12 +234,23 @@ impl<S: IpfsStore> Job<'_, S> {
     }
 
     /// Convert an index's children (filtered by platform) and return the converted index JSON.
-    async fn convert_index(&mut self, raw: &RawManifest, depth: usize) -> Result<Value, ConvertError> {
+    async fn convert_index(
+        &mut self,
+        raw: &RawManifest,
+        depth: usize,
+    ) -> Result<Value, ConvertError> {
         if depth > MAX_NESTING {
-            return Err(ConvertError::Invalid(format!("indexes nested deeper than {MAX_NESTING}")));
+            return Err(ConvertError::Invalid(format!(
+                "indexes nested deeper than {MAX_NESTING}"
+            )));
         }
-        let mut index: Value = serde_json::from_slice(&raw.bytes).map_err(|e| ConvertError::Invalid(format!("index: {e}")))?;
-        let children = index.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut index: Value = serde_json::from_slice(&raw.bytes)
+            .map_err(|e| ConvertError::Invalid(format!("index: {e}")))?;
+        let children = index
+            .get("manifests")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mut converted = Vec::new();
         let mut available = Vec::new();
         for child in &children {
@@ -200,23 +259,43 @@ impl<S: IpfsStore> Job<'_, S> {
                 available.push(p.to_string());
             }
             let wanted = &self.options.platforms;
-            if !wanted.is_empty() && !platform.as_ref().is_some_and(|p| wanted.iter().any(|w| p.matches(w))) {
+            if !wanted.is_empty()
+                && !platform
+                    .as_ref()
+                    .is_some_and(|p| wanted.iter().any(|w| p.matches(w)))
+            {
                 continue;
             }
             let (digest, size, _) = descriptor_digest(child)?;
-            let child_raw = self.source.fetch_child_manifest(self.reference, digest, size).await?;
+            let child_raw = self
+                .source
+                .fetch_child_manifest(self.reference, digest, size)
+                .await?;
             let original_cid = self.store_small(&child_raw.bytes, digest).await?;
             let descriptor = child.as_object().cloned().unwrap_or_default();
-            converted.push(Box::pin(self.convert_child(&child_raw, original_cid, &descriptor, depth + 1)).await?);
+            converted.push(
+                Box::pin(self.convert_child(&child_raw, original_cid, &descriptor, depth + 1))
+                    .await?,
+            );
             if let Some(p) = platform {
                 self.platforms.push(p);
             }
         }
         if converted.is_empty() {
-            let wanted: Vec<String> = self.options.platforms.iter().map(ToString::to_string).collect();
-            return Err(ConvertError::NoMatchingPlatform { wanted: wanted.join(", "), available: available.join(", ") });
+            let wanted: Vec<String> = self
+                .options
+                .platforms
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return Err(ConvertError::NoMatchingPlatform {
+                wanted: wanted.join(", "),
+                available: available.join(", "),
+            });
         }
-        let obj = index.as_object_mut().ok_or_else(|| ConvertError::Invalid("index is not an object".into()))?;
+        let obj = index
+            .as_object_mut()
+            .ok_or_else(|| ConvertError::Invalid("index is not an object".into()))?;
         obj.insert("mediaType".into(), media_type::OCI_INDEX.into());
         obj.insert("manifests".into(), Value::Array(converted));
         Ok(index)
@@ -233,24 +312,34 @@ impl<S: IpfsStore> Job<'_, S> {
     ) -> Result<Value, ConvertError> {
         self.manifests_seen += 1;
         if self.manifests_seen > MAX_MANIFESTS {
-            return Err(ConvertError::Invalid(format!("more than {MAX_MANIFESTS} manifests")));
+            return Err(ConvertError::Invalid(format!(
+                "more than {MAX_MANIFESTS} manifests"
+            )));
         }
         let (converted, platform) = if media_type::is_index(&raw.media_type) {
             (self.convert_index(raw, depth).await?, None)
         } else if media_type::is_manifest(&raw.media_type) {
             self.convert_manifest(raw).await?
         } else {
-            return Err(ConvertError::Invalid(format!("unsupported manifest media type {}", raw.media_type)));
+            return Err(ConvertError::Invalid(format!(
+                "unsupported manifest media type {}",
+                raw.media_type
+            )));
         };
         let bytes = Bytes::from(serde_json::to_vec(&converted).expect("JSON values serialize"));
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(ConvertError::Invalid("converted manifest exceeds the size limit".into()));
+            return Err(ConvertError::Invalid(
+                "converted manifest exceeds the size limit".into(),
+            ));
         }
         let digest = Digest::of(&bytes);
         let cid = self.store_small(&bytes, digest).await?;
 
         let mut desc = original_descriptor.clone();
-        desc.insert("mediaType".into(), media_type::to_oci(&raw.media_type).into());
+        desc.insert(
+            "mediaType".into(),
+            media_type::to_oci(&raw.media_type).into(),
+        );
         desc.insert("digest".into(), digest.to_string().into());
         desc.insert("size".into(), bytes.len().into());
         desc.insert("urls".into(), json!([ipfs_url(&cid)]));
@@ -262,26 +351,49 @@ impl<S: IpfsStore> Job<'_, S> {
         }
         let annotations = desc.entry("annotations").or_insert_with(|| json!({}));
         if let Some(a) = annotations.as_object_mut() {
-            a.insert(annotation::ORIGINAL_DIGEST.into(), raw.digest.to_string().into());
-            a.insert(annotation::ORIGINAL_CID.into(), to_base32(&original_cid).into());
-            a.insert(annotation::ORIGINAL_MEDIA_TYPE.into(), raw.media_type.clone().into());
-            a.insert(annotation::ORIGINAL_SIZE.into(), raw.bytes.len().to_string().into());
+            a.insert(
+                annotation::ORIGINAL_DIGEST.into(),
+                raw.digest.to_string().into(),
+            );
+            a.insert(
+                annotation::ORIGINAL_CID.into(),
+                to_base32(&original_cid).into(),
+            );
+            a.insert(
+                annotation::ORIGINAL_MEDIA_TYPE.into(),
+                raw.media_type.clone().into(),
+            );
+            a.insert(
+                annotation::ORIGINAL_SIZE.into(),
+                raw.bytes.len().to_string().into(),
+            );
         }
         Ok(Value::Object(desc))
     }
 
     /// Store config and layers; return the rewritten manifest and the config's platform.
-    async fn convert_manifest(&mut self, raw: &RawManifest) -> Result<(Value, Option<Platform>), ConvertError> {
-        let mut manifest: Value = serde_json::from_slice(&raw.bytes).map_err(|e| ConvertError::Invalid(format!("manifest: {e}")))?;
-        let config = manifest.get_mut("config").ok_or_else(|| ConvertError::Invalid("manifest without config".into()))?;
+    async fn convert_manifest(
+        &mut self,
+        raw: &RawManifest,
+    ) -> Result<(Value, Option<Platform>), ConvertError> {
+        let mut manifest: Value = serde_json::from_slice(&raw.bytes)
+            .map_err(|e| ConvertError::Invalid(format!("manifest: {e}")))?;
+        let config = manifest
+            .get_mut("config")
+            .ok_or_else(|| ConvertError::Invalid("manifest without config".into()))?;
         let (config_digest, config_size, _) = descriptor_digest(config)?;
         let config_cid = self.rewrite_descriptor(config).await?;
-        let layers = manifest.get_mut("layers").and_then(Value::as_array_mut).ok_or_else(|| ConvertError::Invalid("manifest without layers".into()))?;
+        let layers = manifest
+            .get_mut("layers")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| ConvertError::Invalid("manifest without layers".into()))?;
         for layer in layers.iter_mut() {
             self.rewrite_descriptor(layer).await?;
         }
         manifest["mediaType"] = media_type::OCI_MANIFEST.into();
-        let platform = self.config_platform(config_cid, config_digest, config_size).await;
+        let platform = self
+            .config_platform(config_cid, config_digest, config_size)
+            .await;
         Ok((manifest, platform))
     }
 
@@ -317,11 +429,19 @@ impl<S: IpfsStore> Job<'_, S> {
                 "annotations": {annotation::REF_NAME: "latest"},
             }],
         });
-        let layout_index = Bytes::from(serde_json::to_vec(&layout_index).expect("JSON values serialize"));
+        let layout_index =
+            Bytes::from(serde_json::to_vec(&layout_index).expect("JSON values serialize"));
         let marker_cid = self.ipfs.add_bytes(layout_marker).await?.cid;
         let index_cid = self.ipfs.add_bytes(layout_index).await?.cid;
-        let mut entries = vec![("oci-layout".to_owned(), marker_cid), ("index.json".to_owned(), index_cid)];
-        entries.extend(self.blobs.iter().map(|(d, (cid, _))| (format!("blobs/sha256/{}", d.hex()), *cid)));
+        let mut entries = vec![
+            ("oci-layout".to_owned(), marker_cid),
+            ("index.json".to_owned(), index_cid),
+        ];
+        entries.extend(
+            self.blobs
+                .iter()
+                .map(|(d, (cid, _))| (format!("blobs/sha256/{}", d.hex()), *cid)),
+        );
         Ok(self.ipfs.make_directory(&entries).await?)
     }
 }

@@ -52,12 +52,16 @@ impl FromStr for Digest {
         };
         // The OCI spec requires lowercase hex for sha256; reject upper case rather than normalise,
         // so a digest always has exactly one spelling (cache keys, URLs, file names).
-        let well_formed = encoded.len() == 64 && encoded.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let well_formed = encoded.len() == 64
+            && encoded
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !well_formed {
             return Err(DigestError::Malformed(s.to_owned()));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(encoded, &mut out).map_err(|_| DigestError::Malformed(s.to_owned()))?;
+        hex::decode_to_slice(encoded, &mut out)
+            .map_err(|_| DigestError::Malformed(s.to_owned()))?;
         Ok(Self(out))
     }
 }
@@ -108,7 +112,12 @@ pub enum VerifyError {
 
 impl Verifier {
     pub fn new(expected: Digest, expected_size: Option<u64>) -> Self {
-        Self { hasher: Sha256::new(), seen: 0, expected, expected_size }
+        Self {
+            hasher: Sha256::new(),
+            seen: 0,
+            expected,
+            expected_size,
+        }
     }
 
     /// Feed the next chunk; fails as soon as more bytes than expected arrive.
@@ -131,18 +140,28 @@ impl Verifier {
         if let Some(expected) = self.expected_size
             && self.seen != expected
         {
-            return Err(VerifyError::Size { expected, actual: self.seen });
+            return Err(VerifyError::Size {
+                expected,
+                actual: self.seen,
+            });
         }
         let actual = Digest(self.hasher.finalize().into());
         if actual != self.expected {
-            return Err(VerifyError::Digest { expected: self.expected, actual });
+            return Err(VerifyError::Digest {
+                expected: self.expected,
+                actual,
+            });
         }
         Ok(())
     }
 }
 
 /// Check a whole buffer at once (manifests, indexes, descriptors: all small).
-pub fn verify_bytes(data: &[u8], expected: Digest, expected_size: Option<u64>) -> Result<(), VerifyError> {
+pub fn verify_bytes(
+    data: &[u8],
+    expected: Digest,
+    expected_size: Option<u64>,
+) -> Result<(), VerifyError> {
     let mut v = Verifier::new(expected, expected_size);
     v.update(data)?;
     v.finish()
@@ -180,8 +199,17 @@ mod tests {
     fn verifier_catches_size_and_content() {
         let d = Digest::of(b"abc");
         assert_eq!(verify_bytes(b"abc", d, Some(3)), Ok(()));
-        assert!(matches!(verify_bytes(b"abd", d, Some(3)), Err(VerifyError::Digest { .. })));
-        assert!(matches!(verify_bytes(b"ab", d, Some(3)), Err(VerifyError::Size { .. })));
-        assert!(matches!(verify_bytes(b"abcd", d, Some(3)), Err(VerifyError::TooLarge { .. })));
+        assert!(matches!(
+            verify_bytes(b"abd", d, Some(3)),
+            Err(VerifyError::Digest { .. })
+        ));
+        assert!(matches!(
+            verify_bytes(b"ab", d, Some(3)),
+            Err(VerifyError::Size { .. })
+        ));
+        assert!(matches!(
+            verify_bytes(b"abcd", d, Some(3)),
+            Err(VerifyError::TooLarge { .. })
+        ));
     }
 }

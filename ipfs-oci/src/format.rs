@@ -14,20 +14,25 @@ pub mod media_type {
     pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const OCI_LAYER_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-    pub const OCI_LAYER_NONDIST_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+    pub const OCI_LAYER_NONDIST_GZIP: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    pub const OCI_LAYER_NONDIST_TAR: &str =
+        "application/vnd.oci.image.layer.nondistributable.v1.tar";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_FOREIGN_GZIP: &str =
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
     pub const DOCKER_FOREIGN_TAR: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 
     /// What we accept from a source registry for a manifest request.
-    pub const ACCEPTED_MANIFESTS: &[&str] = &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+    pub const ACCEPTED_MANIFESTS: &[&str] =
+        &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
 
     pub fn is_index(mt: &str) -> bool {
         mt == OCI_INDEX || mt == DOCKER_LIST
@@ -108,12 +113,20 @@ impl FromStr for Platform {
     type Err = PlatformError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = |p: &str| p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        let valid = |p: &str| {
+            p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        };
         let parts: Vec<&str> = s.split('/').collect();
         if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid(p)) {
             return Err(PlatformError(s.to_owned()));
         }
-        Ok(Self { os: parts[0].to_owned(), architecture: parts[1].to_owned(), variant: parts.get(2).map(|v| (*v).to_owned()) })
+        Ok(Self {
+            os: parts[0].to_owned(),
+            architecture: parts[1].to_owned(),
+            variant: parts.get(2).map(|v| (*v).to_owned()),
+        })
     }
 }
 
@@ -132,8 +145,16 @@ impl Platform {
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         let os = v.get("os")?.as_str()?.to_owned();
         let architecture = v.get("architecture")?.as_str()?.to_owned();
-        let variant = v.get("variant").and_then(|x| x.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
-        Some(Self { os, architecture, variant })
+        let variant = v
+            .get("variant")
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        Some(Self {
+            os,
+            architecture,
+            variant,
+        })
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -176,13 +197,24 @@ mod tests {
             urls: vec!["ipfs://bafk".into()],
         };
         let json = serde_json::to_string(&root).unwrap();
-        assert!(json.starts_with(r#"{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:"#), "{json}");
-        assert!(json.ends_with(r#","size":1,"urls":["ipfs://bafk"]}"#), "{json}");
+        assert!(
+            json.starts_with(
+                r#"{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:"#
+            ),
+            "{json}"
+        );
+        assert!(
+            json.ends_with(r#","size":1,"urls":["ipfs://bafk"]}"#),
+            "{json}"
+        );
     }
 
     #[test]
     fn docker_types_become_oci() {
-        assert_eq!(media_type::to_oci(media_type::DOCKER_LAYER_GZIP), media_type::OCI_LAYER_GZIP);
+        assert_eq!(
+            media_type::to_oci(media_type::DOCKER_LAYER_GZIP),
+            media_type::OCI_LAYER_GZIP
+        );
         let encrypted = "application/vnd.oci.image.layer.v1.tar+gzip+encrypted";
         assert_eq!(media_type::to_oci(encrypted), encrypted);
     }

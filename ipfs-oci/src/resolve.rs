@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::content_id::{cid_from_urls, parse_cid, to_base32};
 use crate::digest::{Digest, verify_bytes};
-use crate::format::{MAX_MANIFESTS, MAX_MANIFEST_BYTES, MAX_NESTING, RootDescriptor, annotation, media_type};
+use crate::format::{
+    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, RootDescriptor, annotation, media_type,
+};
 use crate::ipfs::{IpfsError, IpfsStore};
 
 /// One piece of content of the image.
@@ -53,7 +55,10 @@ impl ResolveError {
 impl ImageDag {
     /// The converted top-level index (or manifest) — what a tag of `ipfs/<CID>` resolves to.
     pub fn top(&self) -> (&Digest, &DagEntry) {
-        let entry = self.entries.get(&self.root.digest).expect("resolve always records the top");
+        let entry = self
+            .entries
+            .get(&self.root.digest)
+            .expect("resolve always records the top");
         (&self.root.digest, entry)
     }
 
@@ -77,27 +82,49 @@ impl ImageDag {
 /// Resolve an image from its root CID.
 pub async fn resolve<S: IpfsStore>(ipfs: &S, root_cid: &Cid) -> Result<ImageDag, ResolveError> {
     let root_name = to_base32(root_cid);
-    let invalid = |detail: String| ResolveError::Invalid { root: root_name.clone(), detail };
+    let invalid = |detail: String| ResolveError::Invalid {
+        root: root_name.clone(),
+        detail,
+    };
     let root_bytes = ipfs.cat_to_vec(root_cid, 64 * 1024).await?;
-    let root: RootDescriptor =
-        serde_json::from_slice(&root_bytes).map_err(|e| invalid(format!("root is not an OCI descriptor: {e}")))?;
-    let mut walk = Walk { ipfs, root: &root_name, entries: HashMap::new(), visited: HashSet::new() };
+    let root: RootDescriptor = serde_json::from_slice(&root_bytes)
+        .map_err(|e| invalid(format!("root is not an OCI descriptor: {e}")))?;
+    let mut walk = Walk {
+        ipfs,
+        root: &root_name,
+        entries: HashMap::new(),
+        visited: HashSet::new(),
+    };
     let top_cid = cid_in(&root.urls).map_err(&invalid)?;
-    walk.manifest(&root.media_type, root.digest, root.size, top_cid, 0).await?;
+    walk.manifest(&root.media_type, root.digest, root.size, top_cid, 0)
+        .await?;
 
     // Originals (mirror mode): the source's top index or manifest, recorded on the converted index.
     let top_annotations = walk.annotations_of(&root.digest);
-    let source_digest = match (top_annotations.get(annotation::SOURCE_DIGEST), top_annotations.get(annotation::SOURCE_CID)) {
+    let source_digest = match (
+        top_annotations.get(annotation::SOURCE_DIGEST),
+        top_annotations.get(annotation::SOURCE_CID),
+    ) {
         (Some(d), Some(c)) => {
-            let digest: Digest = d.parse().map_err(|e| invalid(format!("{}: {e}", annotation::SOURCE_DIGEST)))?;
+            let digest: Digest = d
+                .parse()
+                .map_err(|e| invalid(format!("{}: {e}", annotation::SOURCE_DIGEST)))?;
             let cid = parse_cid(c).map_err(|e| invalid(e.to_string()))?;
-            let mt = top_annotations.get(annotation::SOURCE_MEDIA_TYPE).cloned().unwrap_or_else(|| media_type::OCI_INDEX.into());
+            let mt = top_annotations
+                .get(annotation::SOURCE_MEDIA_TYPE)
+                .cloned()
+                .unwrap_or_else(|| media_type::OCI_INDEX.into());
             walk.original(digest, cid, &mt).await?;
             Some(digest)
         }
         _ => None,
     };
-    Ok(ImageDag { root_cid: *root_cid, root, source_digest, entries: walk.entries })
+    Ok(ImageDag {
+        root_cid: *root_cid,
+        root,
+        source_digest,
+        entries: walk.entries,
+    })
 }
 
 fn cid_in(urls: &[String]) -> Result<Cid, String> {
@@ -117,24 +144,39 @@ struct Walk<'a, S> {
 
 impl<S: IpfsStore> Walk<'_, S> {
     fn invalid(&self, detail: impl Into<String>) -> ResolveError {
-        ResolveError::Invalid { root: self.root.to_owned(), detail: detail.into() }
+        ResolveError::Invalid {
+            root: self.root.to_owned(),
+            detail: detail.into(),
+        }
     }
 
-    async fn read_verified(&self, cid: &Cid, digest: Digest, size: u64) -> Result<Bytes, ResolveError> {
+    async fn read_verified(
+        &self,
+        cid: &Cid,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Bytes, ResolveError> {
         if size > MAX_MANIFEST_BYTES {
             return Err(self.invalid(format!("manifest {digest} is {size} bytes, over the limit")));
         }
         let bytes = self.ipfs.cat_to_vec(cid, size).await?;
-        verify_bytes(&bytes, digest, Some(size)).map_err(|e| self.invalid(format!("{digest} read from {}: {e}", to_base32(cid))))?;
+        verify_bytes(&bytes, digest, Some(size))
+            .map_err(|e| self.invalid(format!("{digest} read from {}: {e}", to_base32(cid))))?;
         Ok(Bytes::from(bytes))
     }
 
     fn annotations_of(&self, digest: &Digest) -> HashMap<String, String> {
-        let Some(bytes) = self.entries.get(digest).and_then(|e| e.bytes.as_ref()) else { return HashMap::new() };
+        let Some(bytes) = self.entries.get(digest).and_then(|e| e.bytes.as_ref()) else {
+            return HashMap::new();
+        };
         let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         v.get("annotations")
             .and_then(Value::as_object)
-            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -143,14 +185,30 @@ impl<S: IpfsStore> Walk<'_, S> {
             return Ok(());
         }
         let bytes = self.ipfs.cat_to_vec(&cid, MAX_MANIFEST_BYTES).await?;
-        verify_bytes(&bytes, digest, None).map_err(|e| self.invalid(format!("original {digest}: {e}")))?;
+        verify_bytes(&bytes, digest, None)
+            .map_err(|e| self.invalid(format!("original {digest}: {e}")))?;
         let size = bytes.len() as u64;
-        self.entries.insert(digest, DagEntry { cid, media_type: mt.to_owned(), size, bytes: Some(Bytes::from(bytes)) });
+        self.entries.insert(
+            digest,
+            DagEntry {
+                cid,
+                media_type: mt.to_owned(),
+                size,
+                bytes: Some(Bytes::from(bytes)),
+            },
+        );
         Ok(())
     }
 
     /// Read and record a manifest or index, then everything below it.
-    async fn manifest(&mut self, mt: &str, digest: Digest, size: u64, cid: Cid, depth: usize) -> Result<(), ResolveError> {
+    async fn manifest(
+        &mut self,
+        mt: &str,
+        digest: Digest,
+        size: u64,
+        cid: Cid,
+        depth: usize,
+    ) -> Result<(), ResolveError> {
         if depth > MAX_NESTING {
             return Err(self.invalid(format!("indexes nested deeper than {MAX_NESTING}")));
         }
@@ -161,30 +219,63 @@ impl<S: IpfsStore> Walk<'_, S> {
             return Err(self.invalid(format!("more than {MAX_MANIFESTS} manifests")));
         }
         let bytes = self.read_verified(&cid, digest, size).await?;
-        let doc: Value = serde_json::from_slice(&bytes).map_err(|e| self.invalid(format!("{digest} is not JSON: {e}")))?;
-        self.entries.insert(digest, DagEntry { cid, media_type: mt.to_owned(), size, bytes: Some(bytes) });
+        let doc: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.invalid(format!("{digest} is not JSON: {e}")))?;
+        self.entries.insert(
+            digest,
+            DagEntry {
+                cid,
+                media_type: mt.to_owned(),
+                size,
+                bytes: Some(bytes),
+            },
+        );
 
         if media_type::is_index(mt) {
-            let children = doc.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+            let children = doc
+                .get("manifests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for child in &children {
                 let (d, s, cmt, ccid) = self.descriptor(child)?;
                 Box::pin(self.manifest(&cmt, d, s, ccid, depth + 1)).await?;
                 if let Some(a) = child.get("annotations") {
-                    let orig = (a.get(annotation::ORIGINAL_DIGEST), a.get(annotation::ORIGINAL_CID));
+                    let orig = (
+                        a.get(annotation::ORIGINAL_DIGEST),
+                        a.get(annotation::ORIGINAL_CID),
+                    );
                     if let (Some(Value::String(od)), Some(Value::String(oc))) = orig {
-                        let od: Digest = od.parse().map_err(|e| self.invalid(format!("{}: {e}", annotation::ORIGINAL_DIGEST)))?;
+                        let od: Digest = od.parse().map_err(|e| {
+                            self.invalid(format!("{}: {e}", annotation::ORIGINAL_DIGEST))
+                        })?;
                         let oc = parse_cid(oc).map_err(|e| self.invalid(e.to_string()))?;
-                        let omt = a.get(annotation::ORIGINAL_MEDIA_TYPE).and_then(Value::as_str).unwrap_or(&cmt).to_owned();
+                        let omt = a
+                            .get(annotation::ORIGINAL_MEDIA_TYPE)
+                            .and_then(Value::as_str)
+                            .unwrap_or(&cmt)
+                            .to_owned();
                         self.original(od, oc, &omt).await?;
                     }
                 }
             }
         } else if media_type::is_manifest(mt) {
-            let config = doc.get("config").ok_or_else(|| self.invalid(format!("manifest {digest} has no config")))?;
-            let layers = doc.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let config = doc
+                .get("config")
+                .ok_or_else(|| self.invalid(format!("manifest {digest} has no config")))?;
+            let layers = doc
+                .get("layers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for blob in std::iter::once(config).chain(layers.iter()) {
                 let (d, s, bmt, bcid) = self.descriptor(blob)?;
-                self.entries.entry(d).or_insert(DagEntry { cid: bcid, media_type: bmt, size: s, bytes: None });
+                self.entries.entry(d).or_insert(DagEntry {
+                    cid: bcid,
+                    media_type: bmt,
+                    size: s,
+                    bytes: None,
+                });
             }
         } else {
             return Err(self.invalid(format!("unsupported media type {mt} for {digest}")));
@@ -199,12 +290,24 @@ impl<S: IpfsStore> Walk<'_, S> {
             .ok_or_else(|| self.invalid("descriptor without digest"))?
             .parse::<Digest>()
             .map_err(|e| self.invalid(e.to_string()))?;
-        let size = v.get("size").and_then(Value::as_u64).ok_or_else(|| self.invalid(format!("descriptor {digest} without size")))?;
-        let mt = v.get("mediaType").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let size = v
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.invalid(format!("descriptor {digest} without size")))?;
+        let mt = v
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let urls: Vec<String> = v
             .get("urls")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         let cid = cid_in(&urls).map_err(|e| self.invalid(format!("{digest}: {e}")))?;
         Ok((digest, size, mt, cid))

@@ -5,10 +5,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::TryStreamExt;
+pub use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-pub use oci_client::Reference;
 
 use crate::digest::{Digest, verify_bytes};
 use crate::format::{MAX_MANIFEST_BYTES, media_type};
@@ -32,7 +32,10 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -56,13 +59,18 @@ pub struct SourceError {
 
 impl SourceError {
     fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     fn from_oci(what: &str, e: OciDistributionError) -> Self {
         use OciDistributionError as E;
         let kind = match &e {
-            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => SourceErrorKind::Unauthorized,
+            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
+                SourceErrorKind::Unauthorized
+            }
             E::ImageManifestNotFoundError(_) => SourceErrorKind::NotFound,
             E::ServerError { code, .. } => match code {
                 401 | 403 => SourceErrorKind::Unauthorized,
@@ -70,7 +78,11 @@ impl SourceError {
                 _ => SourceErrorKind::ServerError,
             },
             E::RegistryError { envelope, .. } => {
-                let codes: Vec<String> = envelope.errors.iter().map(|x| format!("{:?}", x.code)).collect();
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|x| format!("{:?}", x.code))
+                    .collect();
                 let joined = codes.join(",").to_ascii_uppercase();
                 if joined.contains("UNKNOWN") {
                     SourceErrorKind::NotFound
@@ -105,7 +117,11 @@ impl SourceRegistry {
     pub fn new(options: &SourceOptions) -> Self {
         crate::install_crypto_provider();
         let config = ClientConfig {
-            protocol: if options.plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
+            protocol: if options.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
             accept_invalid_certificates: options.insecure,
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(10)),
@@ -116,7 +132,10 @@ impl SourceRegistry {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
-        Self { client: oci_client::Client::new(config), auth }
+        Self {
+            client: oci_client::Client::new(config),
+            auth,
+        }
     }
 
     /// Fetch the manifest or index `reference` names (by tag or digest), verified when the
@@ -126,47 +145,85 @@ impl SourceRegistry {
             .client
             .pull_manifest_raw(reference, &self.auth, media_type::ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| SourceError::from_oci(&format!("fetching manifest {}", reference.whole()), e))?;
+            .map_err(|e| {
+                SourceError::from_oci(&format!("fetching manifest {}", reference.whole()), e)
+            })?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(SourceError::new(
                 SourceErrorKind::Invalid,
-                format!("manifest {} is {} bytes, over the {} byte limit", reference.whole(), bytes.len(), MAX_MANIFEST_BYTES),
+                format!(
+                    "manifest {} is {} bytes, over the {} byte limit",
+                    reference.whole(),
+                    bytes.len(),
+                    MAX_MANIFEST_BYTES
+                ),
             ));
         }
         // Hash the bytes ourselves; the registry's digest header is only a hint.
         let actual = Digest::of(&bytes);
         if let Some(wanted) = reference.digest() {
-            let wanted: Digest = wanted.parse().map_err(|e| SourceError::new(SourceErrorKind::Invalid, format!("{e}")))?;
-            verify_bytes(&bytes, wanted, None)
-                .map_err(|e| SourceError::new(SourceErrorKind::Invalid, format!("manifest {}: {e}", reference.whole())))?;
+            let wanted: Digest = wanted
+                .parse()
+                .map_err(|e| SourceError::new(SourceErrorKind::Invalid, format!("{e}")))?;
+            verify_bytes(&bytes, wanted, None).map_err(|e| {
+                SourceError::new(
+                    SourceErrorKind::Invalid,
+                    format!("manifest {}: {e}", reference.whole()),
+                )
+            })?;
         } else if digest.parse::<Digest>().is_ok_and(|d| d != actual) {
             tracing::warn!(reference = %reference.whole(), header = %digest, %actual, "registry digest header differs from content");
         }
-        let media_type = sniff_media_type(&bytes)
-            .map_err(|m| SourceError::new(SourceErrorKind::Invalid, format!("manifest {}: {m}", reference.whole())))?;
-        Ok(RawManifest { bytes, digest: actual, media_type })
+        let media_type = sniff_media_type(&bytes).map_err(|m| {
+            SourceError::new(
+                SourceErrorKind::Invalid,
+                format!("manifest {}: {m}", reference.whole()),
+            )
+        })?;
+        Ok(RawManifest {
+            bytes,
+            digest: actual,
+            media_type,
+        })
     }
 
     /// Fetch a manifest by digest from the same repository, verified against digest and size.
-    pub async fn fetch_child_manifest(&self, reference: &Reference, digest: Digest, size: u64) -> Result<RawManifest, SourceError> {
+    pub async fn fetch_child_manifest(
+        &self,
+        reference: &Reference,
+        digest: Digest,
+        size: u64,
+    ) -> Result<RawManifest, SourceError> {
         if size > MAX_MANIFEST_BYTES {
-            return Err(SourceError::new(SourceErrorKind::Invalid, format!("manifest {digest} is {size} bytes, over the limit")));
+            return Err(SourceError::new(
+                SourceErrorKind::Invalid,
+                format!("manifest {digest} is {size} bytes, over the limit"),
+            ));
         }
         let child = reference.clone_with_digest(digest.to_string());
         let raw = self.fetch_manifest(&child).await?;
-        verify_bytes(&raw.bytes, digest, Some(size)).map_err(|e| SourceError::new(SourceErrorKind::Invalid, format!("manifest {digest}: {e}")))?;
+        verify_bytes(&raw.bytes, digest, Some(size)).map_err(|e| {
+            SourceError::new(SourceErrorKind::Invalid, format!("manifest {digest}: {e}"))
+        })?;
         Ok(raw)
     }
 
     /// Stream a blob; the stream fails (withholding its last chunk) unless digest and size match.
-    pub async fn blob_stream(&self, reference: &Reference, digest: Digest, size: u64) -> Result<ByteStream, SourceError> {
+    pub async fn blob_stream(
+        &self,
+        reference: &Reference,
+        digest: Digest,
+        size: u64,
+    ) -> Result<ByteStream, SourceError> {
         let digest_str = digest.to_string();
         // Authenticate first: blob pulls reuse the token of the last manifest call, which may have
         // been for another repository scope.
         self.client
             .auth(reference, &self.auth, oci_client::RegistryOperation::Pull)
             .await
-            .map_err(|e| SourceError::from_oci(&format!("authenticating to {}", reference.registry()), e))?;
+            .map_err(|e| {
+                SourceError::from_oci(&format!("authenticating to {}", reference.registry()), e)
+            })?;
         let sized = self
             .client
             .pull_blob_stream(reference, digest_str.as_str())
@@ -179,15 +236,21 @@ impl SourceRegistry {
 
 /// The media type a manifest declares; OCI allows it to be omitted, then its shape decides.
 pub fn sniff_media_type(bytes: &[u8]) -> Result<String, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     if let Some(mt) = v.get("mediaType").and_then(|m| m.as_str()) {
         if mt == media_type::DOCKER_SCHEMA1 || mt == media_type::DOCKER_SCHEMA1_SIGNED {
-            return Err("Docker schema 1 manifests are not supported (deprecated; re-push the image)".into());
+            return Err(
+                "Docker schema 1 manifests are not supported (deprecated; re-push the image)"
+                    .into(),
+            );
         }
         return Ok(mt.to_owned());
     }
     if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
-        return Err("Docker schema 1 manifests are not supported (deprecated; re-push the image)".into());
+        return Err(
+            "Docker schema 1 manifests are not supported (deprecated; re-push the image)".into(),
+        );
     }
     if v.get("manifests").is_some() {
         Ok(media_type::OCI_INDEX.to_owned())
@@ -200,8 +263,12 @@ pub fn sniff_media_type(bytes: &[u8]) -> Result<String, String> {
 
 /// Credentials for `registry` from a Docker config JSON (`~/.docker/config.json`, or the
 /// `.dockerconfigjson` of a `kubernetes.io/dockerconfigjson` Secret).
-pub fn credentials_from_docker_config(json: &[u8], registry: &str) -> Result<Option<Credentials>, String> {
-    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not a Docker config JSON: {e}"))?;
+pub fn credentials_from_docker_config(
+    json: &[u8],
+    registry: &str,
+) -> Result<Option<Credentials>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| format!("not a Docker config JSON: {e}"))?;
     let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -210,16 +277,28 @@ pub fn credentials_from_docker_config(json: &[u8], registry: &str) -> Result<Opt
         if normalize_registry(key) != wanted {
             continue;
         }
-        if let (Some(u), Some(p)) = (entry.get("username").and_then(|x| x.as_str()), entry.get("password").and_then(|x| x.as_str())) {
-            return Ok(Some(Credentials { username: u.to_owned(), password: p.to_owned() }));
+        if let (Some(u), Some(p)) = (
+            entry.get("username").and_then(|x| x.as_str()),
+            entry.get("password").and_then(|x| x.as_str()),
+        ) {
+            return Ok(Some(Credentials {
+                username: u.to_owned(),
+                password: p.to_owned(),
+            }));
         }
         if let Some(auth) = entry.get("auth").and_then(|x| x.as_str()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|e| format!("auth for {key} is not base64: {e}"))?;
-            let decoded = String::from_utf8(decoded).map_err(|_| format!("auth for {key} is not UTF-8"))?;
-            let (u, p) = decoded.split_once(':').ok_or_else(|| format!("auth for {key} is not user:password"))?;
-            return Ok(Some(Credentials { username: u.to_owned(), password: p.to_owned() }));
+            let decoded =
+                String::from_utf8(decoded).map_err(|_| format!("auth for {key} is not UTF-8"))?;
+            let (u, p) = decoded
+                .split_once(':')
+                .ok_or_else(|| format!("auth for {key} is not user:password"))?;
+            return Ok(Some(Credentials {
+                username: u.to_owned(),
+                password: p.to_owned(),
+            }));
         }
     }
     Ok(None)
@@ -227,7 +306,9 @@ pub fn credentials_from_docker_config(json: &[u8], registry: &str) -> Result<Opt
 
 /// `https://index.docker.io/v1/`, `docker.io` and `registry-1.docker.io` are one registry.
 fn normalize_registry(s: &str) -> String {
-    let host = s.trim_start_matches("https://").trim_start_matches("http://");
+    let host = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let host = host.split('/').next().unwrap_or(host);
     match host {
         "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_owned(),
@@ -244,17 +325,35 @@ mod tests {
         let cfg = br#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"127.0.0.1:5000":{"username":"a","password":"b"}}}"#;
         assert_eq!(
             credentials_from_docker_config(cfg, "docker.io").unwrap(),
-            Some(Credentials { username: "user".into(), password: "pass".into() })
+            Some(Credentials {
+                username: "user".into(),
+                password: "pass".into()
+            })
         );
-        assert_eq!(credentials_from_docker_config(cfg, "127.0.0.1:5000").unwrap().unwrap().username, "a");
-        assert_eq!(credentials_from_docker_config(cfg, "quay.io").unwrap(), None);
+        assert_eq!(
+            credentials_from_docker_config(cfg, "127.0.0.1:5000")
+                .unwrap()
+                .unwrap()
+                .username,
+            "a"
+        );
+        assert_eq!(
+            credentials_from_docker_config(cfg, "quay.io").unwrap(),
+            None
+        );
         assert!(credentials_from_docker_config(b"nope", "x").is_err());
     }
 
     #[test]
     fn sniffs_media_types() {
-        assert_eq!(sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(), media_type::OCI_INDEX);
-        assert_eq!(sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).unwrap(), media_type::OCI_MANIFEST);
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(),
+            media_type::OCI_INDEX
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"config":{},"layers":[]}"#).unwrap(),
+            media_type::OCI_MANIFEST
+        );
         assert!(sniff_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
     }
 }

@@ -19,7 +19,11 @@ struct State {
 
 /// Wrap `inner` so it fails instead of completing when its bytes do not match.
 pub fn verified(inner: ByteStream, expected: Digest, expected_size: Option<u64>) -> ByteStream {
-    let state = State { inner, verifier: Some(Verifier::new(expected, expected_size)), pending: None };
+    let state = State {
+        inner,
+        verifier: Some(Verifier::new(expected, expected_size)),
+        pending: None,
+    };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         let verifier = st.verifier.as_mut()?;
         loop {
@@ -55,32 +59,45 @@ pub fn verified(inner: ByteStream, expected: Digest, expected_size: Option<u64>)
 /// checked against the blob's digest). The last chunk is held back as in [`verified`].
 pub fn exact_length(inner: ByteStream, len: u64) -> ByteStream {
     let state = (inner, 0u64, None::<bytes::Bytes>, false);
-    Box::pin(futures::stream::unfold(state, move |(mut inner, mut seen, mut pending, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            match inner.next().await {
-                Some(Ok(chunk)) if chunk.is_empty() => continue,
-                Some(Ok(chunk)) => {
-                    seen += chunk.len() as u64;
-                    if seen > len {
-                        let e = io::Error::new(io::ErrorKind::InvalidData, format!("more than the expected {len} bytes"));
+    Box::pin(futures::stream::unfold(
+        state,
+        move |(mut inner, mut seen, mut pending, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match inner.next().await {
+                    Some(Ok(chunk)) if chunk.is_empty() => continue,
+                    Some(Ok(chunk)) => {
+                        seen += chunk.len() as u64;
+                        if seen > len {
+                            let e = io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("more than the expected {len} bytes"),
+                            );
+                            return Some((Err(e), (inner, seen, None, true)));
+                        }
+                        if let Some(previous) = pending.replace(chunk) {
+                            return Some((Ok(previous), (inner, seen, pending, false)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (inner, seen, None, true))),
+                    None if seen == len => {
+                        return pending
+                            .take()
+                            .map(|last| (Ok(last), (inner, seen, None, true)));
+                    }
+                    None => {
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("got {seen} of {len} bytes"),
+                        );
                         return Some((Err(e), (inner, seen, None, true)));
                     }
-                    if let Some(previous) = pending.replace(chunk) {
-                        return Some((Ok(previous), (inner, seen, pending, false)));
-                    }
-                }
-                Some(Err(e)) => return Some((Err(e), (inner, seen, None, true))),
-                None if seen == len => return pending.take().map(|last| (Ok(last), (inner, seen, None, true))),
-                None => {
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, format!("got {seen} of {len} bytes"));
-                    return Some((Err(e), (inner, seen, None, true)));
                 }
             }
-        }
-    }))
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -89,7 +106,12 @@ mod tests {
     use bytes::Bytes;
 
     fn chunks(parts: &[&'static [u8]]) -> ByteStream {
-        Box::pin(futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()))
+        Box::pin(futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        ))
     }
 
     async fn collect(s: ByteStream) -> (Vec<u8>, Option<io::Error>) {
@@ -117,7 +139,11 @@ mod tests {
         let d = Digest::of(b"hello world");
         let (out, err) = collect(verified(chunks(&[b"hello", b" ", b"wXrld"]), d, Some(11))).await;
         assert!(err.is_some(), "must fail");
-        assert!(out.len() < 11, "the last chunk must be withheld, got {} bytes", out.len());
+        assert!(
+            out.len() < 11,
+            "the last chunk must be withheld, got {} bytes",
+            out.len()
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,9 @@ use ipfs_oci::ipfs::{ByteRange, IpfsStore, KuboClient, KuboOptions};
 use ipfs_oci::resolve::resolve;
 use ipfs_oci::source::{Credentials, Reference, SourceErrorKind, SourceOptions, SourceRegistry};
 use serde_json::Value;
-use testkit::{IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout};
+use testkit::{
+    IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+};
 
 /// The raw manifest bytes the registry serves for `image`, read with skopeo (independent of us).
 fn registry_manifest(registry: &Registry, repo_tag: &str) -> Vec<u8> {
@@ -21,14 +23,28 @@ fn registry_manifest(registry: &Registry, repo_tag: &str) -> Vec<u8> {
     if let Some(c) = registry.creds_arg() {
         cmd.args(["--creds", &c]);
     }
-    let out = cmd.arg(format!("docker://{}/{repo_tag}", registry.addr)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .arg(format!("docker://{}/{repo_tag}", registry.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 fn source(registry: &Registry) -> SourceRegistry {
-    let credentials = registry.credentials.as_ref().map(|(u, p)| Credentials { username: u.clone(), password: p.clone() });
-    SourceRegistry::new(&SourceOptions { plain_http: true, insecure: false, credentials })
+    let credentials = registry.credentials.as_ref().map(|(u, p)| Credentials {
+        username: u.clone(),
+        password: p.clone(),
+    });
+    SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        insecure: false,
+        credentials,
+    })
 }
 
 fn reference(registry: &Registry, repo_tag: &str) -> Reference {
@@ -45,8 +61,16 @@ async fn check_converted(ipfs: &KuboClient, image: &ConvertedImage, original: &[
     assert_eq!(root.urls, vec![ipfs_url(&image.index_cid)]);
 
     let dag = resolve(ipfs, &image.root_cid).await.unwrap();
-    assert_eq!(dag.source_digest, Some(Digest::of(original)), "the original top digest is recorded");
-    assert_eq!(dag.get(&Digest::of(original)).unwrap().bytes.as_deref(), Some(original), "original bytes kept byte for byte");
+    assert_eq!(
+        dag.source_digest,
+        Some(Digest::of(original)),
+        "the original top digest is recorded"
+    );
+    assert_eq!(
+        dag.get(&Digest::of(original)).unwrap().bytes.as_deref(),
+        Some(original),
+        "original bytes kept byte for byte"
+    );
 
     // every blob: bytes match digest and size; one-chunk blobs have CIDv1(raw, digest)
     let mut one_chunk = 0;
@@ -63,7 +87,10 @@ async fn check_converted(ipfs: &KuboClient, image: &ConvertedImage, original: &[
         }
     }
     assert!(one_chunk >= 3, "configs and manifests are one chunk");
-    assert!(ipfs.is_pinned(&image.layout_cid).await.unwrap(), "layout directory pinned");
+    assert!(
+        ipfs.is_pinned(&image.layout_cid).await.unwrap(),
+        "layout directory pinned"
+    );
 
     // converted documents use OCI media types and carry ipfs:// urls everywhere
     let index: Value = serde_json::from_slice(dag.top().1.bytes.as_ref().unwrap()).unwrap();
@@ -73,11 +100,20 @@ async fn check_converted(ipfs: &KuboClient, image: &ConvertedImage, original: &[
         assert!(m["urls"][0].as_str().unwrap().starts_with("ipfs://bafk"));
         assert!(m["annotations"][annotation::ORIGINAL_DIGEST].is_string());
         let d: Digest = m["digest"].as_str().unwrap().parse().unwrap();
-        let manifest: Value = serde_json::from_slice(dag.get(&d).unwrap().bytes.as_ref().unwrap()).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(dag.get(&d).unwrap().bytes.as_ref().unwrap()).unwrap();
         assert_eq!(manifest["mediaType"], media_type::OCI_MANIFEST);
-        for desc in std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap()) {
-            assert!(!desc["mediaType"].as_str().unwrap().contains("docker"), "{desc}");
-            assert!(desc["urls"][0].as_str().unwrap().starts_with("ipfs://"), "{desc}");
+        for desc in
+            std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap())
+        {
+            assert!(
+                !desc["mediaType"].as_str().unwrap().contains("docker"),
+                "{desc}"
+            );
+            assert!(
+                desc["urls"][0].as_str().unwrap().starts_with("ipfs://"),
+                "{desc}"
+            );
         }
     }
     index
@@ -96,7 +132,11 @@ fn setup(credentials: Option<(&str, &str)>, pushes: &[(&str, &str, PushFormat)])
     for (tag, repo_tag, format) in pushes {
         push_layout(&layout, tag, &registry, repo_tag, *format).unwrap();
     }
-    Setup { ipfs_daemon: IpfsDaemon::start().unwrap(), registry, _dir: dir }
+    Setup {
+        ipfs_daemon: IpfsDaemon::start().unwrap(),
+        registry,
+        _dir: dir,
+    }
 }
 
 #[test]
@@ -105,7 +145,11 @@ fn converts_oci_docker_multiarch_and_layered_images() {
         None,
         &[
             (TestImage::AMD64, "test/busybox:1", PushFormat::Oci),
-            (TestImage::AMD64, "test/busybox-docker:1", PushFormat::Docker),
+            (
+                TestImage::AMD64,
+                "test/busybox-docker:1",
+                PushFormat::Docker,
+            ),
             (TestImage::MULTI, "test/multi:1", PushFormat::OciIndex),
             (TestImage::LAYERED, "test/layered:1", PushFormat::Oci),
         ],
@@ -120,25 +164,57 @@ fn converts_oci_docker_multiarch_and_layered_images() {
             ("test/layered:1", vec!["linux/amd64"], 3),
         ] {
             let original = registry_manifest(&s.registry, repo_tag);
-            let image = convert(&ipfs, &src, &reference(&s.registry, repo_tag), &ConvertOptions::default()).await.unwrap();
+            let image = convert(
+                &ipfs,
+                &src,
+                &reference(&s.registry, repo_tag),
+                &ConvertOptions::default(),
+            )
+            .await
+            .unwrap();
             assert_eq!(image.source_digest, Digest::of(&original), "{repo_tag}");
             let got: Vec<String> = image.platforms.iter().map(ToString::to_string).collect();
             assert_eq!(got, platforms, "{repo_tag}");
             let index = check_converted(&ipfs, &image, &original).await;
-            assert_eq!(index["manifests"].as_array().unwrap().len(), platforms.len());
+            assert_eq!(
+                index["manifests"].as_array().unwrap().len(),
+                platforms.len()
+            );
 
             let dag = resolve(&ipfs, &image.root_cid).await.unwrap();
-            let amd64 = index["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == "amd64").unwrap();
+            let amd64 = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["platform"]["architecture"] == "amd64")
+                .unwrap();
             let manifest_digest: Digest = amd64["digest"].as_str().unwrap().parse().unwrap();
-            let manifest: Value = serde_json::from_slice(dag.get(&manifest_digest).unwrap().bytes.as_ref().unwrap()).unwrap();
-            let sizes: Vec<u64> = manifest["layers"].as_array().unwrap().iter().map(|l| l["size"].as_u64().unwrap()).collect();
+            let manifest: Value =
+                serde_json::from_slice(dag.get(&manifest_digest).unwrap().bytes.as_ref().unwrap())
+                    .unwrap();
+            let sizes: Vec<u64> = manifest["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["size"].as_u64().unwrap())
+                .collect();
             assert_eq!(sizes.len(), layers, "{repo_tag}");
             if layers == 3 {
-                assert!(sizes.iter().filter(|s| **s > CHUNK_SIZE).count() >= 2, "layers larger than one chunk: {sizes:?}");
+                assert!(
+                    sizes.iter().filter(|s| **s > CHUNK_SIZE).count() >= 2,
+                    "layers larger than one chunk: {sizes:?}"
+                );
             }
 
             // converting again is idempotent: same CIDs, nothing new pinned
-            let again = convert(&ipfs, &src, &reference(&s.registry, repo_tag), &ConvertOptions::default()).await.unwrap();
+            let again = convert(
+                &ipfs,
+                &src,
+                &reference(&s.registry, repo_tag),
+                &ConvertOptions::default(),
+            )
+            .await
+            .unwrap();
             assert_eq!(again, image, "{repo_tag}");
         }
     });
@@ -146,46 +222,84 @@ fn converts_oci_docker_multiarch_and_layered_images() {
 
 #[test]
 fn platform_selection_narrows_an_index() {
-    let s = setup(None, &[(TestImage::MULTI, "test/multi:1", PushFormat::OciIndex)]);
+    let s = setup(
+        None,
+        &[(TestImage::MULTI, "test/multi:1", PushFormat::OciIndex)],
+    );
     let ipfs = KuboClient::new(&s.ipfs_daemon.api_url, KuboOptions::default()).unwrap();
     let src = source(&s.registry);
     let r = reference(&s.registry, "test/multi:1");
     block_on(async {
-        let arm = ConvertOptions { platforms: vec!["linux/arm64".parse().unwrap()] };
+        let arm = ConvertOptions {
+            platforms: vec!["linux/arm64".parse().unwrap()],
+        };
         let image = convert(&ipfs, &src, &r, &arm).await.unwrap();
         assert_eq!(image.platforms, vec!["linux/arm64".parse().unwrap()]);
-        let index = check_converted(&ipfs, &image, &registry_manifest(&s.registry, "test/multi:1")).await;
+        let index = check_converted(
+            &ipfs,
+            &image,
+            &registry_manifest(&s.registry, "test/multi:1"),
+        )
+        .await;
         assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
 
-        let none = ConvertOptions { platforms: vec!["linux/s390x".parse().unwrap()] };
+        let none = ConvertOptions {
+            platforms: vec!["linux/s390x".parse().unwrap()],
+        };
         let err = convert(&ipfs, &src, &r, &none).await.unwrap_err();
-        assert!(matches!(err, ConvertError::NoMatchingPlatform { .. }), "{err}");
-        assert!(err.to_string().contains("linux/amd64"), "the message lists what exists: {err}");
+        assert!(
+            matches!(err, ConvertError::NoMatchingPlatform { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("linux/amd64"),
+            "the message lists what exists: {err}"
+        );
     });
 }
 
 #[test]
 fn basic_auth_registry_needs_and_accepts_credentials() {
-    let s = setup(Some(("alice", "s3cret")), &[(TestImage::AMD64, "private/busybox:1", PushFormat::Oci)]);
+    let s = setup(
+        Some(("alice", "s3cret")),
+        &[(TestImage::AMD64, "private/busybox:1", PushFormat::Oci)],
+    );
     let ipfs = KuboClient::new(&s.ipfs_daemon.api_url, KuboOptions::default()).unwrap();
     let r = reference(&s.registry, "private/busybox:1");
     block_on(async {
-        let anonymous = SourceRegistry::new(&SourceOptions { plain_http: true, ..Default::default() });
+        let anonymous = SourceRegistry::new(&SourceOptions {
+            plain_http: true,
+            ..Default::default()
+        });
         match convert(&ipfs, &anonymous, &r, &ConvertOptions::default()).await {
-            Err(ConvertError::Source(e)) => assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}"),
+            Err(ConvertError::Source(e)) => {
+                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}")
+            }
             other => panic!("expected an auth failure, got {other:?}"),
         }
         let wrong = SourceRegistry::new(&SourceOptions {
             plain_http: true,
-            credentials: Some(Credentials { username: "alice".into(), password: "wrong".into() }),
+            credentials: Some(Credentials {
+                username: "alice".into(),
+                password: "wrong".into(),
+            }),
             ..Default::default()
         });
         match convert(&ipfs, &wrong, &r, &ConvertOptions::default()).await {
-            Err(ConvertError::Source(e)) => assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}"),
+            Err(ConvertError::Source(e)) => {
+                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}")
+            }
             other => panic!("expected an auth failure, got {other:?}"),
         }
-        let image = convert(&ipfs, &source(&s.registry), &r, &ConvertOptions::default()).await.unwrap();
-        check_converted(&ipfs, &image, &registry_manifest(&s.registry, "private/busybox:1")).await;
+        let image = convert(&ipfs, &source(&s.registry), &r, &ConvertOptions::default())
+            .await
+            .unwrap();
+        check_converted(
+            &ipfs,
+            &image,
+            &registry_manifest(&s.registry, "private/busybox:1"),
+        )
+        .await;
     });
 }
 
@@ -194,7 +308,14 @@ fn missing_image_is_not_found() {
     let s = setup(None, &[]);
     let ipfs = KuboClient::new(&s.ipfs_daemon.api_url, KuboOptions::default()).unwrap();
     block_on(async {
-        let err = convert(&ipfs, &source(&s.registry), &reference(&s.registry, "no/such:image"), &ConvertOptions::default()).await.unwrap_err();
+        let err = convert(
+            &ipfs,
+            &source(&s.registry),
+            &reference(&s.registry, "no/such:image"),
+            &ConvertOptions::default(),
+        )
+        .await
+        .unwrap_err();
         match err {
             ConvertError::Source(e) => assert_eq!(e.kind, SourceErrorKind::NotFound, "{e}"),
             other => panic!("expected not found, got {other:?}"),

@@ -19,7 +19,10 @@ async fn read_all(mut s: ByteStream) -> Vec<u8> {
 }
 
 fn chunked(data: &[u8], chunk: usize) -> ByteStream {
-    let parts: Vec<std::io::Result<Bytes>> = data.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let parts: Vec<std::io::Result<Bytes>> = data
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     Box::pin(futures::stream::iter(parts))
 }
 
@@ -39,8 +42,14 @@ async fn suite(ipfs: &KuboClient) {
     assert!(!ipfs.version().await.expect("version").is_empty());
 
     // add uses the format's options whatever the daemon's defaults: the recipe's vector
-    let hello = ipfs.add_bytes(Bytes::from_static(b"hello world\n")).await.expect("add");
-    assert_eq!(to_base32(&hello.cid), "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4");
+    let hello = ipfs
+        .add_bytes(Bytes::from_static(b"hello world\n"))
+        .await
+        .expect("add");
+    assert_eq!(
+        to_base32(&hello.cid),
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    );
     assert_eq!(hello.cid, raw_cid_for_digest(&Digest::of(b"hello world\n")));
 
     // a one-chunk blob's CID is the raw CID of its digest
@@ -51,17 +60,54 @@ async fn suite(ipfs: &KuboClient) {
     // a multi-chunk file streams in and out unchanged, whole and by range
     let big = noise(3 * 1024 * 1024 + 123, 11);
     let added = ipfs.add(chunked(&big, 64 * 1024)).await.expect("add big");
-    assert_ne!(added.cid, raw_cid_for_digest(&Digest::of(&big)), "a multi-chunk file is a DAG, not a raw block");
-    let whole = read_all(ipfs.cat(&added.cid, ByteRange::default()).await.expect("cat")).await;
+    assert_ne!(
+        added.cid,
+        raw_cid_for_digest(&Digest::of(&big)),
+        "a multi-chunk file is a DAG, not a raw block"
+    );
+    let whole = read_all(
+        ipfs.cat(&added.cid, ByteRange::default())
+            .await
+            .expect("cat"),
+    )
+    .await;
     assert_eq!(Digest::of(&whole), Digest::of(&big));
-    let part = read_all(ipfs.cat(&added.cid, ByteRange { offset: 300_000, length: Some(500_000) }).await.expect("cat range")).await;
+    let part = read_all(
+        ipfs.cat(
+            &added.cid,
+            ByteRange {
+                offset: 300_000,
+                length: Some(500_000),
+            },
+        )
+        .await
+        .expect("cat range"),
+    )
+    .await;
     assert_eq!(part, &big[300_000..800_000]);
-    let tail = read_all(ipfs.cat(&added.cid, ByteRange { offset: big.len() as u64 - 10, length: None }).await.expect("cat tail")).await;
+    let tail = read_all(
+        ipfs.cat(
+            &added.cid,
+            ByteRange {
+                offset: big.len() as u64 - 10,
+                length: None,
+            },
+        )
+        .await
+        .expect("cat tail"),
+    )
+    .await;
     assert_eq!(tail, &big[big.len() - 10..]);
 
     // small reads are bounded
-    assert_eq!(ipfs.cat_to_vec(&hello.cid, 12).await.expect("cat_to_vec"), b"hello world\n");
-    assert!(matches!(ipfs.cat_to_vec(&hello.cid, 11).await, Err(IpfsError::TooLarge { .. })));
+    assert_eq!(
+        ipfs.cat_to_vec(&hello.cid, 12).await.expect("cat_to_vec"),
+        b"hello world\n"
+    );
+    assert!(matches!(
+        ipfs.cat_to_vec(&hello.cid, 11).await,
+        Err(IpfsError::TooLarge { .. })
+    ));
 
     // block stat
     assert_eq!(ipfs.block_size(&hello.cid).await.expect("block/stat"), 12);
@@ -70,10 +116,14 @@ async fn suite(ipfs: &KuboClient) {
     assert!(!ipfs.is_pinned(&added.cid).await.expect("pin ls"));
     ipfs.pin_add(&added.cid).await.expect("pin add");
     assert!(ipfs.is_pinned(&added.cid).await.expect("pin ls"));
-    ipfs.pin_add(&added.cid).await.expect("pin add is idempotent");
+    ipfs.pin_add(&added.cid)
+        .await
+        .expect("pin add is idempotent");
     ipfs.pin_rm(&added.cid).await.expect("pin rm");
     assert!(!ipfs.is_pinned(&added.cid).await.expect("pin ls"));
-    ipfs.pin_rm(&added.cid).await.expect("pin rm of an unpinned CID is fine");
+    ipfs.pin_rm(&added.cid)
+        .await
+        .expect("pin rm of an unpinned CID is fine");
 
     // directories: deterministic, pinnable, and their files are the same blocks
     let entries = vec![
@@ -82,7 +132,10 @@ async fn suite(ipfs: &KuboClient) {
         ("blobs/sha256/bb".to_owned(), hello.cid),
     ];
     let dir1 = ipfs.make_directory(&entries).await.expect("make_directory");
-    let dir2 = ipfs.make_directory(&entries).await.expect("make_directory again");
+    let dir2 = ipfs
+        .make_directory(&entries)
+        .await
+        .expect("make_directory again");
     assert_eq!(dir1, dir2, "same entries, same directory CID");
     ipfs.pin_add(&dir1).await.expect("pin dir");
     assert!(ipfs.is_pinned(&dir1).await.unwrap());
@@ -108,11 +161,23 @@ fn missing_content_answers_within_the_deadline() {
             // Nobody has this content; js-ipfs would wait forever without a deadline.
             let absent = raw_cid_for_digest(&Digest::of(b"content nobody added"));
             for (what, started, result) in [
-                ("cat_to_vec", Instant::now(), client.cat_to_vec(&absent, 100).await.map(|_| ())),
-                ("block_size", Instant::now(), client.block_size(&absent).await.map(|_| ())),
+                (
+                    "cat_to_vec",
+                    Instant::now(),
+                    client.cat_to_vec(&absent, 100).await.map(|_| ()),
+                ),
+                (
+                    "block_size",
+                    Instant::now(),
+                    client.block_size(&absent).await.map(|_| ()),
+                ),
             ] {
                 let err = result.expect_err(what);
-                assert!(started.elapsed() < Duration::from_secs(6), "{what} took {:?}", started.elapsed());
+                assert!(
+                    started.elapsed() < Duration::from_secs(6),
+                    "{what} took {:?}",
+                    started.elapsed()
+                );
                 eprintln!("{kind:?} {what}: {err}");
             }
         });
@@ -121,11 +186,22 @@ fn missing_content_answers_within_the_deadline() {
 
 #[test]
 fn unreachable_daemon_is_reported_as_unavailable() {
-    let client = KuboClient::new(&format!("http://127.0.0.1:{}", free_port()), short_deadlines()).unwrap();
+    let client = KuboClient::new(
+        &format!("http://127.0.0.1:{}", free_port()),
+        short_deadlines(),
+    )
+    .unwrap();
     block_on(async {
         let err = client.id().await.expect_err("nothing listens there");
         assert!(err.is_unavailable(), "{err:?}");
         let cid = parse_cid("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap();
-        assert!(client.cat(&cid, ByteRange::default()).await.err().expect("no daemon").is_unavailable());
+        assert!(
+            client
+                .cat(&cid, ByteRange::default())
+                .await
+                .err()
+                .expect("no daemon")
+                .is_unavailable()
+        );
     });
 }

@@ -42,8 +42,19 @@ impl CacheError {
 }
 
 impl DagCache {
-    pub fn new(ipfs: Arc<KuboClient>, timeout: Duration, max_entries: usize, metrics: Metrics) -> Self {
-        Self { ipfs, slots: Mutex::new(HashMap::new()), timeout, max_entries, metrics }
+    pub fn new(
+        ipfs: Arc<KuboClient>,
+        timeout: Duration,
+        max_entries: usize,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            ipfs,
+            slots: Mutex::new(HashMap::new()),
+            timeout,
+            max_entries,
+            metrics,
+        }
     }
 
     /// The resolved image, from cache or resolved now within the deadline.
@@ -71,7 +82,9 @@ impl DagCache {
             Ok(Err(e)) => Err(CacheError::Resolve(e)),
             Err(_) => Err(CacheError::Timeout(self.timeout)),
         };
-        self.metrics.resolve_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .resolve_duration
+            .observe(started.elapsed().as_secs_f64());
         if result.is_err() {
             let mut slots = self.slots.lock().expect("cache lock");
             if slots.get(cid).is_some_and(|s| s.get().is_none()) {

@@ -33,7 +33,9 @@ struct FileEntry {
 
 impl CatalogEntry {
     pub fn new(source: &str, cid: &str) -> Result<Self> {
-        let reference: Reference = source.parse().with_context(|| format!("invalid image reference {source:?}"))?;
+        let reference: Reference = source
+            .parse()
+            .with_context(|| format!("invalid image reference {source:?}"))?;
         let cid = parse_cid(cid)?;
         let digest = reference.digest().map(str::parse::<Digest>).transpose()?;
         Ok(Self {
@@ -72,15 +74,23 @@ impl Catalog {
     /// Entries for one repository of one registry.
     pub fn for_repository(&self, registry: &str, repository: &str) -> Vec<CatalogEntry> {
         let registry = normalize_registry(registry);
-        self.snapshot().iter().filter(|e| e.registry == registry && e.repository == repository).cloned().collect()
+        self.snapshot()
+            .iter()
+            .filter(|e| e.registry == registry && e.repository == repository)
+            .cloned()
+            .collect()
     }
 }
 
 /// Parse a catalog file: a YAML list of `{source, cid}`.
 pub fn load_file(path: &Path) -> Result<Vec<CatalogEntry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let raw: Vec<FileEntry> = serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    raw.iter().map(|e| CatalogEntry::new(&e.source, &e.cid)).collect()
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let raw: Vec<FileEntry> =
+        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    raw.iter()
+        .map(|e| CatalogEntry::new(&e.source, &e.cid))
+        .collect()
 }
 
 /// Load the file now, then reload it whenever its modification time changes. A broken edit
@@ -102,7 +112,9 @@ pub fn watch_file(catalog: Arc<Catalog>, path: PathBuf, every: Duration) -> Resu
                     tracing::info!(path = %path.display(), images = entries.len(), "catalog reloaded");
                     catalog.replace(entries);
                 }
-                Err(e) => tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "catalog not reloaded"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "catalog not reloaded")
+                }
             }
         }
     });
@@ -119,10 +131,24 @@ mod tests {
 
     #[test]
     fn normalises_docker_hub() {
-        let e = CatalogEntry::new("nginx:1.25", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap();
-        assert_eq!((e.registry.as_str(), e.repository.as_str(), e.tag.as_deref()), ("docker.io", "library/nginx", Some("1.25")));
-        let e = CatalogEntry::new("127.0.0.1:5000/test/busybox:1", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4").unwrap();
-        assert_eq!((e.registry.as_str(), e.repository.as_str()), ("127.0.0.1:5000", "test/busybox"));
+        let e = CatalogEntry::new(
+            "nginx:1.25",
+            "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+        )
+        .unwrap();
+        assert_eq!(
+            (e.registry.as_str(), e.repository.as_str(), e.tag.as_deref()),
+            ("docker.io", "library/nginx", Some("1.25"))
+        );
+        let e = CatalogEntry::new(
+            "127.0.0.1:5000/test/busybox:1",
+            "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+        )
+        .unwrap();
+        assert_eq!(
+            (e.registry.as_str(), e.repository.as_str()),
+            ("127.0.0.1:5000", "test/busybox")
+        );
         assert!(CatalogEntry::new("nginx:1.25", "not-a-cid").is_err());
     }
 

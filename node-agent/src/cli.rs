@@ -13,10 +13,19 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "ipfs-image-agent", version, about = "A read-only registry and containerd mirror backed by IPFS")]
+#[command(
+    name = "ipfs-image-agent",
+    version,
+    about = "A read-only registry and containerd mirror backed by IPFS"
+)]
 pub struct Cli {
     /// Kubo RPC API of the node's IPFS daemon (keep it on 127.0.0.1: it is an admin API).
-    #[arg(long, env = "IPFS_API", default_value = "http://127.0.0.1:5001", global = true)]
+    #[arg(
+        long,
+        env = "IPFS_API",
+        default_value = "http://127.0.0.1:5001",
+        global = true
+    )]
     pub ipfs_api: String,
 
     /// Log format on stderr.
@@ -68,7 +77,11 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ConfigureArgs {
     /// containerd's registry `config_path` (CRI `registry.config_path`).
-    #[arg(long, env = "CONTAINERD_CONFIG_PATH", default_value = "/etc/containerd/certs.d")]
+    #[arg(
+        long,
+        env = "CONTAINERD_CONFIG_PATH",
+        default_value = "/etc/containerd/certs.d"
+    )]
     pub config_path: PathBuf,
 
     /// Registry to mirror: `HOST` (upstream https://HOST) or `HOST=UPSTREAM_URL`; `_default`
@@ -81,7 +94,11 @@ pub struct ConfigureArgs {
     pub local_host: String,
 
     /// The agent's registry as containerd reaches it.
-    #[arg(long, env = "AGENT_MIRROR_ENDPOINT", default_value = "http://127.0.0.1:5050")]
+    #[arg(
+        long,
+        env = "AGENT_MIRROR_ENDPOINT",
+        default_value = "http://127.0.0.1:5050"
+    )]
     pub mirror_endpoint: String,
 
     /// containerd's connect timeout for the mirror (empty to leave containerd's default).
@@ -91,6 +108,10 @@ pub struct ConfigureArgs {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    #[arg(long, env = "CONTAINERD_CONFIG_PATH", default_value = "/etc/containerd/certs.d")]
+    #[arg(
+        long,
+        env = "CONTAINERD_CONFIG_PATH",
+        default_value = "/etc/containerd/certs.d"
+    )]
     pub config_path: PathBuf,
 }

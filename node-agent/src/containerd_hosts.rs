@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// First line of every file we write; how `cleanup` recognises ours.
-pub const MARKER: &str = "# Managed by ipfs-image-agent; `ipfs-image-agent cleanup` restores the previous file.";
+pub const MARKER: &str =
+    "# Managed by ipfs-image-agent; `ipfs-image-agent cleanup` restores the previous file.";
 const BACKUP: &str = "hosts.toml.ipfs-image-agent.bak";
 const CREATED: &str = ".created-by-ipfs-image-agent";
 
@@ -29,7 +30,9 @@ impl MirroredRegistry {
         let host_ok = !host.is_empty()
             && host != "."
             && host != ".."
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_' | b'[' | b']'));
+            && host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_' | b'[' | b']')
+            });
         if !host_ok {
             bail!("invalid registry host {host:?}");
         }
@@ -44,7 +47,10 @@ impl MirroredRegistry {
             ("docker.io", None) => Some("https://registry-1.docker.io".to_owned()),
             (h, None) => Some(format!("https://{h}")),
         };
-        Ok(Self { host: host.to_owned(), upstream })
+        Ok(Self {
+            host: host.to_owned(),
+            upstream,
+        })
     }
 }
 
@@ -62,7 +68,9 @@ impl HostsConfig {
     fn local_file(&self) -> String {
         // containerd 1.6 rejects a hosts.toml without a `host` table ("invalid `host` tree").
         let e = &self.mirror_endpoint;
-        format!("{MARKER}\nserver = \"{e}\"\n\n[host.\"{e}\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+        format!(
+            "{MARKER}\nserver = \"{e}\"\n\n[host.\"{e}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        )
     }
 
     fn mirror_file(&self, registry: &MirroredRegistry) -> String {
@@ -70,7 +78,10 @@ impl HostsConfig {
         if let Some(u) = &registry.upstream {
             s.push_str(&format!("server = \"{u}\"\n"));
         }
-        s.push_str(&format!("\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n", self.mirror_endpoint));
+        s.push_str(&format!(
+            "\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            self.mirror_endpoint
+        ));
         if let Some(t) = &self.dial_timeout {
             s.push_str(&format!("  dial_timeout = \"{t}\"\n"));
         }
@@ -79,7 +90,11 @@ impl HostsConfig {
 
     /// Write the local `ipfs/<CID>` host and one mirror file per registry.
     pub fn write(&self, registries: &[MirroredRegistry]) -> Result<Vec<PathBuf>> {
-        let mut written = vec![write_one(&self.config_path, &self.local_host, &self.local_file())?];
+        let mut written = vec![write_one(
+            &self.config_path,
+            &self.local_host,
+            &self.local_file(),
+        )?];
         for r in registries {
             written.push(write_one(&self.config_path, &r.host, &self.mirror_file(r))?);
         }
@@ -95,7 +110,8 @@ fn write_one(config_path: &Path, host: &str, contents: &str) -> Result<PathBuf> 
     }
     let file = dir.join("hosts.toml");
     if file.exists() && !is_ours(&file) && !dir.join(BACKUP).exists() {
-        std::fs::rename(&file, dir.join(BACKUP)).with_context(|| format!("backing up {}", file.display()))?;
+        std::fs::rename(&file, dir.join(BACKUP))
+            .with_context(|| format!("backing up {}", file.display()))?;
     }
     // Write then rename, so containerd never reads a half-written file.
     let tmp = dir.join(".hosts.toml.tmp");
@@ -105,13 +121,17 @@ fn write_one(config_path: &Path, host: &str, contents: &str) -> Result<PathBuf> 
 }
 
 fn is_ours(file: &Path) -> bool {
-    std::fs::read_to_string(file).map(|s| s.starts_with(MARKER)).unwrap_or(false)
+    std::fs::read_to_string(file)
+        .map(|s| s.starts_with(MARKER))
+        .unwrap_or(false)
 }
 
 /// Remove our files, restore backups, remove directories we created. Returns what changed.
 pub fn cleanup(config_path: &Path) -> Result<Vec<String>> {
     let mut changed = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(config_path) else { return Ok(changed) };
+    let Ok(dirs) = std::fs::read_dir(config_path) else {
+        return Ok(changed);
+    };
     for dir in dirs.flatten().map(|d| d.path()).filter(|p| p.is_dir()) {
         let file = dir.join("hosts.toml");
         if file.exists() && is_ours(&file) {
@@ -150,27 +170,56 @@ mod tests {
     fn writes_backs_up_and_restores() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("docker.io")).unwrap();
-        std::fs::write(d.path().join("docker.io/hosts.toml"), "server = \"https://mine\"\n").unwrap();
-        let regs = vec![MirroredRegistry::parse("docker.io").unwrap(), MirroredRegistry::parse("_default").unwrap()];
+        std::fs::write(
+            d.path().join("docker.io/hosts.toml"),
+            "server = \"https://mine\"\n",
+        )
+        .unwrap();
+        let regs = vec![
+            MirroredRegistry::parse("docker.io").unwrap(),
+            MirroredRegistry::parse("_default").unwrap(),
+        ];
         config(d.path()).write(&regs).unwrap();
         config(d.path()).write(&regs).unwrap(); // twice: the backup must still be the user's file
         let docker = std::fs::read_to_string(d.path().join("docker.io/hosts.toml")).unwrap();
         assert!(docker.contains("server = \"https://registry-1.docker.io\""));
         assert!(docker.contains("[host.\"http://127.0.0.1:5050\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"200ms\""));
         let default = std::fs::read_to_string(d.path().join("_default/hosts.toml")).unwrap();
-        assert!(!default.contains("server ="), "_default falls back to the requested host");
-        assert!(std::fs::read_to_string(d.path().join("localhost:5050/hosts.toml")).unwrap().contains("server = \"http://127.0.0.1:5050\""));
+        assert!(
+            !default.contains("server ="),
+            "_default falls back to the requested host"
+        );
+        assert!(
+            std::fs::read_to_string(d.path().join("localhost:5050/hosts.toml"))
+                .unwrap()
+                .contains("server = \"http://127.0.0.1:5050\"")
+        );
 
         cleanup(d.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("docker.io/hosts.toml")).unwrap(), "server = \"https://mine\"\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("docker.io/hosts.toml")).unwrap(),
+            "server = \"https://mine\"\n"
+        );
         assert!(!d.path().join("_default").exists());
         assert!(!d.path().join("localhost:5050").exists());
     }
 
     #[test]
     fn parses_registry_specs() {
-        assert_eq!(MirroredRegistry::parse("127.0.0.1:5000=http://127.0.0.1:5000").unwrap().upstream.as_deref(), Some("http://127.0.0.1:5000"));
-        assert_eq!(MirroredRegistry::parse("ghcr.io").unwrap().upstream.as_deref(), Some("https://ghcr.io"));
+        assert_eq!(
+            MirroredRegistry::parse("127.0.0.1:5000=http://127.0.0.1:5000")
+                .unwrap()
+                .upstream
+                .as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            MirroredRegistry::parse("ghcr.io")
+                .unwrap()
+                .upstream
+                .as_deref(),
+            Some("https://ghcr.io")
+        );
         for bad in ["", "../etc", "a/b", "x=ftp://y"] {
             assert!(MirroredRegistry::parse(bad).is_err(), "{bad}");
         }

@@ -15,7 +15,10 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: cli::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
@@ -26,7 +29,10 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.log_format);
     ipfs_oci::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -40,7 +46,11 @@ async fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(&cli.ipfs_api, args).await,
         cli::Command::ConfigureContainerd(args) => {
-            let registries = args.registries.iter().map(|r| containerd_hosts::MirroredRegistry::parse(r)).collect::<Result<Vec<_>>>()?;
+            let registries = args
+                .registries
+                .iter()
+                .map(|r| containerd_hosts::MirroredRegistry::parse(r))
+                .collect::<Result<Vec<_>>>()?;
             let config = containerd_hosts::HostsConfig {
                 config_path: args.config_path,
                 local_host: args.local_host,

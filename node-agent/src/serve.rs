@@ -31,11 +31,23 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         watch_file(catalog.clone(), path.clone(), Duration::from_secs(2))?;
         tracing::info!(path = %path.display(), images = catalog.snapshot().len(), "catalog loaded");
     }
-    let cache = DagCache::new(ipfs.clone(), args.resolve_timeout, args.cache_entries, metrics.clone());
-    let state = Arc::new(AppState { ipfs: ipfs.clone(), cache, catalog, metrics: metrics.clone() });
+    let cache = DagCache::new(
+        ipfs.clone(),
+        args.resolve_timeout,
+        args.cache_entries,
+        metrics.clone(),
+    );
+    let state = Arc::new(AppState {
+        ipfs: ipfs.clone(),
+        cache,
+        catalog,
+        metrics: metrics.clone(),
+    });
 
     if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding metrics on {addr}"))?;
         let app = health_router(ipfs.clone(), metrics.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -44,28 +56,40 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         });
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding the registry on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the registry on {}", args.listen))?;
     let local: SocketAddr = listener.local_addr()?;
     tracing::info!(listen = %local, ipfs_api, "registry serving");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("registry stopped");
     Ok(())
 }
 
 fn health_router(ipfs: Arc<KuboClient>, metrics: Metrics) -> Router {
     Router::new()
-        .route("/metrics", get(|State((_, m)): State<(Arc<KuboClient>, Metrics)>| async move { m.render() }))
+        .route(
+            "/metrics",
+            get(|State((_, m)): State<(Arc<KuboClient>, Metrics)>| async move { m.render() }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State((ipfs, _)): State<(Arc<KuboClient>, Metrics)>| async move {
-                // Ready only when the IPFS daemon answers: otherwise every pull would fall back.
-                match tokio::time::timeout(Duration::from_secs(2), ipfs.version()).await {
-                    Ok(Ok(v)) => (StatusCode::OK, format!("ipfs {v}")),
-                    Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                    Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "ipfs did not answer".to_owned()),
-                }
-            }),
+            get(
+                |State((ipfs, _)): State<(Arc<KuboClient>, Metrics)>| async move {
+                    // Ready only when the IPFS daemon answers: otherwise every pull would fall back.
+                    match tokio::time::timeout(Duration::from_secs(2), ipfs.version()).await {
+                        Ok(Ok(v)) => (StatusCode::OK, format!("ipfs {v}")),
+                        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                        Err(_) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "ipfs did not answer".to_owned(),
+                        ),
+                    }
+                },
+            ),
         )
         .with_state((ipfs, metrics))
 }

@@ -18,16 +18,55 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start `bin serve` against `ipfs_api`, with an optional mirror catalog file.
-    pub fn start(bin: &Path, ipfs_api: &str, images: Option<&Path>, extra: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("testkit-agent-").tempdir()?;
+    /// Start `bin serve` against `ipfs_api` on free ports, with an optional mirror catalog file.
+    pub fn start(
+        bin: &Path,
+        ipfs_api: &str,
+        images: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut last = None;
         for _ in 0..3 {
-            let (port, metrics_port) = (free_port(), free_port());
-            let addr = format!("127.0.0.1:{port}");
-            let metrics_addr = format!("127.0.0.1:{metrics_port}");
+            match Self::start_on(
+                bin,
+                ipfs_api,
+                &format!("127.0.0.1:{}", free_port()),
+                images,
+                extra,
+            ) {
+                Ok(a) => return Ok(a),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried"))
+    }
+
+    /// Start on a given registry address (metrics on a free port).
+    pub fn start_on(
+        bin: &Path,
+        ipfs_api: &str,
+        addr: &str,
+        images: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-agent-")
+            .tempdir()?;
+        let mut last = None;
+        for _ in 0..3 {
+            let addr = addr.to_owned();
+            let metrics_addr = format!("127.0.0.1:{}", free_port());
             let mut cmd = Command::new(bin);
-            cmd.args(["--ipfs-api", ipfs_api, "serve", "--listen", &addr, "--metrics-listen", &metrics_addr]).args(extra);
+            cmd.args([
+                "--ipfs-api",
+                ipfs_api,
+                "serve",
+                "--listen",
+                &addr,
+                "--metrics-listen",
+                &metrics_addr,
+            ])
+            .args(extra);
             if let Some(images) = images {
                 cmd.arg("--images").arg(images);
             }
@@ -38,12 +77,26 @@ impl Agent {
             let url = format!("http://{addr}/v2/");
             let ready = wait_until("ipfs-image-agent", Duration::from_secs(20), || {
                 if !daemon.is_running() {
-                    bail!("agent exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                    bail!(
+                        "agent exited: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
-                Ok(http.get(&url).send().map(|r| r.status().is_success()).unwrap_or(false))
+                Ok(http
+                    .get(&url)
+                    .send()
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false))
             });
             match ready {
-                Ok(()) => return Ok(Self { addr, metrics_addr, daemon, _dir: dir }),
+                Ok(()) => {
+                    return Ok(Self {
+                        addr,
+                        metrics_addr,
+                        daemon,
+                        _dir: dir,
+                    });
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -83,7 +136,9 @@ pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             if metric != name {
                 return None;
             }
-            let all = labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+            let all = labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
             if all { value.parse::<f64>().ok() } else { None }
         })
         .sum()

@@ -52,23 +52,46 @@ state = "{state}"
         let sock = socket.clone();
         wait_until("containerd", Duration::from_secs(30), || {
             if !daemon.is_running() {
-                bail!("containerd exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "containerd exited: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
-            Ok(Command::new("ctr").arg("-a").arg(&sock).arg("version").output().map(|o| o.status.success()).unwrap_or(false))
+            Ok(Command::new("ctr")
+                .arg("-a")
+                .arg(&sock)
+                .arg("version")
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false))
         })?;
-        Ok(Self { socket, hosts_dir, daemon, dir })
+        Ok(Self {
+            socket,
+            hosts_dir,
+            daemon,
+            dir,
+        })
     }
 
     /// Run `ctr -a <socket> <args>` and return its output (whatever the exit status).
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
-        Command::new("ctr").arg("-a").arg(&self.socket).args(args).output().context("running ctr")
+        Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .context("running ctr")
     }
 
     /// Run `ctr` and fail with its output unless it succeeds; returns stdout.
     pub fn ctr_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.ctr(args)?;
         if !out.status.success() {
-            bail!("ctr {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "ctr {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -85,7 +108,10 @@ state = "{state}"
         for line in out.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.first() == Some(&image) {
-                return cols.get(2).map(|s| (*s).to_owned()).context("digest column");
+                return cols
+                    .get(2)
+                    .map(|s| (*s).to_owned())
+                    .context("digest column");
             }
         }
         bail!("image {image} not in `ctr images ls`:\n{out}")
@@ -119,7 +145,10 @@ state = "{state}"
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     u64::from(nanos) ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
 }
 
@@ -133,17 +162,31 @@ impl Containerd {
 
         let socket = self.socket.clone();
         let image = image.to_owned();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async move {
             let channel = tonic::transport::Endpoint::try_from("http://localhost")?
                 .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                     let socket = socket.clone();
-                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(socket).await?,
+                        ))
+                    }
                 }))
                 .await?;
             let mut client = ImageServiceClient::new(channel);
-            let request = PullImageRequest { image: Some(ImageSpec { image, ..Default::default() }), ..Default::default() };
-            let response = tokio::time::timeout(Duration::from_secs(300), client.pull_image(request)).await??;
+            let request = PullImageRequest {
+                image: Some(ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let response =
+                tokio::time::timeout(Duration::from_secs(300), client.pull_image(request))
+                    .await??;
             Ok(response.into_inner().image_ref)
         })
     }

@@ -29,7 +29,11 @@ impl TestImage {
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -52,37 +56,81 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 pub fn build_busybox_layout(dir: &Path) -> Result<PathBuf> {
     let layout = dir.join("oci");
     let image = |tag: &str| format!("{}:{tag}", layout.display());
-    run(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout))?;
 
     // amd64 busybox
     let bundle = dir.join("bundle-amd64");
     run(Command::new("umoci").args(["new", "--image", &image(TestImage::AMD64)]))?;
-    run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::AMD64)]).arg(&bundle))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image(TestImage::AMD64)])
+        .arg(&bundle))?;
     let bin = bundle.join("rootfs/bin");
     std::fs::create_dir_all(&bin)?;
     std::fs::copy("/bin/busybox", bin.join("busybox")).context("/bin/busybox (busybox-static)")?;
     std::os::unix::fs::symlink("busybox", bin.join("sh"))?;
-    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::AMD64)]).arg(&bundle))?;
-    run(Command::new("umoci").args(["config", "--image", &image(TestImage::AMD64), "--os", "linux", "--architecture", "amd64"]).args(["--config.cmd", "/bin/sh", "--config.env", "PATH=/bin"]))?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image(TestImage::AMD64)])
+        .arg(&bundle))?;
+    run(Command::new("umoci")
+        .args([
+            "config",
+            "--image",
+            &image(TestImage::AMD64),
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+        ])
+        .args(["--config.cmd", "/bin/sh", "--config.env", "PATH=/bin"]))?;
 
     // layered: amd64 + two big layers
     let bundle_l = dir.join("bundle-layered");
-    run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::AMD64)]).arg(&bundle_l))?;
-    std::fs::write(bundle_l.join("rootfs/big1.bin"), noise(1024 * 1024, 0x5eed_0001 ^ std::process::id() as u64))?;
-    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image(TestImage::AMD64)])
+        .arg(&bundle_l))?;
+    std::fs::write(
+        bundle_l.join("rootfs/big1.bin"),
+        noise(1024 * 1024, 0x5eed_0001 ^ std::process::id() as u64),
+    )?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image(TestImage::LAYERED)])
+        .arg(&bundle_l))?;
     // A bundle repacks against the image it was unpacked from: unpack again for the third layer.
     let bundle_l2 = dir.join("bundle-layered2");
-    run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l2))?;
-    std::fs::write(bundle_l2.join("rootfs/big2.bin"), noise(600 * 1024, 0x5eed_0002 ^ std::process::id() as u64))?;
-    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::LAYERED)]).arg(&bundle_l2))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image(TestImage::LAYERED)])
+        .arg(&bundle_l2))?;
+    std::fs::write(
+        bundle_l2.join("rootfs/big2.bin"),
+        noise(600 * 1024, 0x5eed_0002 ^ std::process::id() as u64),
+    )?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image(TestImage::LAYERED)])
+        .arg(&bundle_l2))?;
 
     // arm64 (fake)
     let bundle_a = dir.join("bundle-arm64");
     run(Command::new("umoci").args(["new", "--image", &image(TestImage::ARM64)]))?;
-    run(Command::new("umoci").args(["unpack", "--image", &image(TestImage::ARM64)]).arg(&bundle_a))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image(TestImage::ARM64)])
+        .arg(&bundle_a))?;
     std::fs::write(bundle_a.join("rootfs/arch"), "fake-arm64\n")?;
-    run(Command::new("umoci").args(["repack", "--image", &image(TestImage::ARM64)]).arg(&bundle_a))?;
-    run(Command::new("umoci").args(["config", "--image", &image(TestImage::ARM64), "--os", "linux", "--architecture", "arm64", "--config.cmd", "/bin/sh"]))?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image(TestImage::ARM64)])
+        .arg(&bundle_a))?;
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image(TestImage::ARM64),
+        "--os",
+        "linux",
+        "--architecture",
+        "arm64",
+        "--config.cmd",
+        "/bin/sh",
+    ]))?;
 
     add_multi_index(&layout)?;
     Ok(layout)
@@ -93,8 +141,13 @@ fn add_multi_index(layout: &Path) -> Result<()> {
     let index_path = layout.join("index.json");
     let mut top: Value = serde_json::from_slice(&std::fs::read(&index_path)?)?;
     let mut manifests = Vec::new();
-    for m in top["manifests"].as_array().context("index.json manifests")? {
-        let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default();
+    for m in top["manifests"]
+        .as_array()
+        .context("index.json manifests")?
+    {
+        let tag = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap_or_default();
         if tag == TestImage::AMD64 || tag == TestImage::ARM64 {
             let mut d = m.clone();
             d.as_object_mut().expect("object").remove("annotations");
@@ -102,7 +155,9 @@ fn add_multi_index(layout: &Path) -> Result<()> {
             manifests.push(d);
         }
     }
-    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}))?;
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}),
+    )?;
     let digest = hex::encode(Sha256::digest(&index));
     std::fs::write(layout.join("blobs/sha256").join(&digest), &index)?;
     top["manifests"].as_array_mut().expect("array").push(json!({
@@ -127,7 +182,13 @@ pub enum PushFormat {
 }
 
 /// `skopeo copy` a tag of the layout to `registry/<repo_tag>`.
-pub fn push_layout(layout: &Path, tag: &str, registry: &Registry, repo_tag: &str, format: PushFormat) -> Result<()> {
+pub fn push_layout(
+    layout: &Path,
+    tag: &str,
+    registry: &Registry,
+    repo_tag: &str,
+    format: PushFormat,
+) -> Result<()> {
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
     if let Some(creds) = registry.creds_arg() {
@@ -142,7 +203,7 @@ pub fn push_layout(layout: &Path, tag: &str, registry: &Registry, repo_tag: &str
             cmd.arg("--all");
         }
     }
-    cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{}/{repo_tag}", registry.addr));
+    cmd.arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("docker://{}/{repo_tag}", registry.addr));
     run(&mut cmd)
 }
-

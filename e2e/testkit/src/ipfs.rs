@@ -18,7 +18,9 @@ pub enum IpfsKind {
 }
 
 fn jsipfs_dir() -> PathBuf {
-    std::env::var_os("JSIPFS_DIR").map(PathBuf::from).unwrap_or_else(|| crate::workspace_root().join("e2e/.deps/jsipfs"))
+    std::env::var_os("JSIPFS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("e2e/.deps/jsipfs"))
 }
 
 fn jsipfs_bin() -> PathBuf {
@@ -26,7 +28,11 @@ fn jsipfs_bin() -> PathBuf {
 }
 
 fn kubo_on_path() -> bool {
-    Command::new("ipfs").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("ipfs")
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Every daemon kind installed here; the conformance suite runs against each. Panics when there
@@ -39,7 +45,10 @@ pub fn available_ipfs_kinds() -> Vec<IpfsKind> {
     if jsipfs_bin().exists() {
         kinds.push(IpfsKind::JsIpfs);
     }
-    assert!(!kinds.is_empty(), "no IPFS daemon: install Kubo (`ipfs`) or run `bash e2e/deps.sh` for js-ipfs");
+    assert!(
+        !kinds.is_empty(),
+        "no IPFS daemon: install Kubo (`ipfs`) or run `bash e2e/deps.sh` for js-ipfs"
+    );
     kinds
 }
 
@@ -91,9 +100,15 @@ impl IpfsDaemon {
         let fresh = !repo.join("config").exists();
         if fresh {
             std::fs::create_dir_all(repo)?;
-            let status = base_command(kind, repo).args(init_args(kind)).output().context("ipfs init")?;
+            let status = base_command(kind, repo)
+                .args(init_args(kind))
+                .output()
+                .context("ipfs init")?;
             if !status.status.success() {
-                bail!("ipfs init failed: {}", String::from_utf8_lossy(&status.stderr));
+                bail!(
+                    "ipfs init failed: {}",
+                    String::from_utf8_lossy(&status.stderr)
+                );
             }
         }
         configure(kind, repo, api, swarm)?;
@@ -104,8 +119,19 @@ impl IpfsDaemon {
         }
         let daemon = Daemon::spawn("ipfs", cmd, &repo.join("daemon.log"))?;
         let config: Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
-        let peer_id = config["Identity"]["PeerID"].as_str().unwrap_or_default().to_owned();
-        let mut this = Self { kind, api_url: format!("http://127.0.0.1:{api}"), swarm_port: swarm, peer_id, repo: repo.to_owned(), daemon, _dir: None };
+        let peer_id = config["Identity"]["PeerID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut this = Self {
+            kind,
+            api_url: format!("http://127.0.0.1:{api}"),
+            swarm_port: swarm,
+            peer_id,
+            repo: repo.to_owned(),
+            daemon,
+            _dir: None,
+        };
         let http = crate::http_client(Duration::from_secs(2));
         let id_url = format!("{}/api/v0/id", this.api_url);
         // Ready when *this* node answers /id (a stale daemon on the port would have another ID).
@@ -128,7 +154,10 @@ impl IpfsDaemon {
 
     /// Multiaddr other nodes dial to reach this one.
     pub fn swarm_multiaddr(&self) -> String {
-        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.swarm_port, self.peer_id)
+        format!(
+            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+            self.swarm_port, self.peer_id
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -156,7 +185,9 @@ fn base_command(kind: IpfsKind, repo: &Path) -> Command {
         IpfsKind::Kubo => Command::new("ipfs"),
         IpfsKind::JsIpfs => Command::new(jsipfs_bin()),
     };
-    cmd.env("IPFS_PATH", repo).env("NODE_ENV", "test").env("IPFS_TELEMETRY", "off");
+    cmd.env("IPFS_PATH", repo)
+        .env("NODE_ENV", "test")
+        .env("IPFS_TELEMETRY", "off");
     cmd
 }
 
@@ -171,19 +202,27 @@ fn init_args(kind: IpfsKind) -> &'static [&'static str] {
 fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm: u16) -> Result<()> {
     let path = repo.join("config");
     let mut c: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let addresses = c["Addresses"].as_object_mut().context("config has Addresses")?;
+    let addresses = c["Addresses"]
+        .as_object_mut()
+        .context("config has Addresses")?;
     addresses.insert("API".into(), json!(format!("/ip4/127.0.0.1/tcp/{api}")));
     match kind {
         // Kubo reads an empty string as one (invalid) address; js-ipfs wants a string.
         IpfsKind::Kubo => addresses.insert("Gateway".into(), json!([])),
-        IpfsKind::JsIpfs => addresses.insert("RPC".into(), json!("")).and(addresses.insert("Gateway".into(), json!(""))),
+        IpfsKind::JsIpfs => addresses
+            .insert("RPC".into(), json!(""))
+            .and(addresses.insert("Gateway".into(), json!(""))),
     };
-    addresses.insert("Swarm".into(), json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]));
+    addresses.insert(
+        "Swarm".into(),
+        json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]),
+    );
     addresses.insert("Announce".into(), json!([]));
     addresses.insert("NoAnnounce".into(), json!([]));
     addresses.insert("Delegates".into(), json!([]));
     c["Bootstrap"] = json!([]);
-    c["Discovery"] = json!({"MDNS": {"Enabled": false, "Interval": 10}, "webRTCStar": {"Enabled": false}});
+    c["Discovery"] =
+        json!({"MDNS": {"Enabled": false, "Interval": 10}, "webRTCStar": {"Enabled": false}});
     c["Routing"] = json!({"Type": "none"});
     c["AutoConf"] = json!({"Enabled": false});
     c["Swarm"]["DisableNatPortMap"] = json!(true);

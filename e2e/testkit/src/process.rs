@@ -38,8 +38,11 @@ pub struct Daemon {
 impl Daemon {
     /// Start `cmd` with stdout/stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &std::path::Path) -> Result<Self> {
-        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
         #[allow(unsafe_code)]
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -51,9 +54,19 @@ impl Daemon {
             });
         }
         let (tx, rx) = mpsc::channel();
-        spawner().lock().expect("spawner lock").send((cmd, tx)).expect("spawner alive");
-        let child = rx.recv().expect("spawner replies").with_context(|| format!("starting {name}"))?;
-        Ok(Self { name: name.to_owned(), child: Some(child) })
+        spawner()
+            .lock()
+            .expect("spawner lock")
+            .send((cmd, tx))
+            .expect("spawner alive");
+        let child = rx
+            .recv()
+            .expect("spawner replies")
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -67,7 +80,9 @@ impl Daemon {
 
     /// SIGTERM, then SIGKILL after a grace period; waits for the process.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = child.id() as libc::pid_t;
         #[allow(unsafe_code)]
         // SAFETY: signalling a child we spawned and have not yet reaped, so the PID is ours.
@@ -81,7 +96,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("testkit: {} (pid {pid}) ignored SIGTERM; killing", self.name);
+        eprintln!(
+            "testkit: {} (pid {pid}) ignored SIGTERM; killing",
+            self.name
+        );
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -103,11 +121,18 @@ impl Drop for Daemon {
 
 /// A free TCP port on 127.0.0.1 (the daemon binds it right after; collisions are retried by callers).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
 }
 
 /// Poll `check` until it returns true; this is readiness polling, not a sleep-as-synchronisation.
-pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     while Instant::now() < deadline {

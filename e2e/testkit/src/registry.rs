@@ -23,13 +23,20 @@ impl Registry {
 
     /// With `Some((user, password))`, every request needs HTTP basic auth.
     pub fn start_with(credentials: Option<(&str, &str)>) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("testkit-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-registry-")
+            .tempdir()?;
         let mut last = None;
         for _ in 0..3 {
             match Self::start_once(&dir, credentials) {
                 Ok((addr, daemon)) => {
                     let credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
-                    return Ok(Self { addr, credentials, daemon, dir });
+                    return Ok(Self {
+                        addr,
+                        credentials,
+                        daemon,
+                        dir,
+                    });
                 }
                 Err(e) => last = Some(e),
             }
@@ -37,7 +44,10 @@ impl Registry {
         Err(last.expect("tried"))
     }
 
-    fn start_once(dir: &tempfile::TempDir, credentials: Option<(&str, &str)>) -> Result<(String, Daemon)> {
+    fn start_once(
+        dir: &tempfile::TempDir,
+        credentials: Option<(&str, &str)>,
+    ) -> Result<(String, Daemon)> {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let data = dir.path().join("data");
@@ -48,12 +58,18 @@ impl Registry {
         );
         if let Some((user, password)) = credentials {
             let htpasswd = dir.path().join("htpasswd");
-            let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().context("htpasswd (apache2-utils)")?;
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .context("htpasswd (apache2-utils)")?;
             if !out.status.success() {
                 bail!("htpasswd failed");
             }
             std::fs::write(&htpasswd, out.stdout)?;
-            config.push_str(&format!("auth: {{htpasswd: {{realm: testkit, path: {}}}}}\n", htpasswd.display()));
+            config.push_str(&format!(
+                "auth: {{htpasswd: {{realm: testkit, path: {}}}}}\n",
+                htpasswd.display()
+            ));
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
@@ -65,10 +81,17 @@ impl Registry {
         let log = dir.path().join("registry.log");
         wait_until("docker-registry", Duration::from_secs(20), || {
             if !daemon.is_running() {
-                bail!("registry exited: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                bail!(
+                    "registry exited: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             // 401 counts as up when auth is on.
-            Ok(http.get(&url).send().map(|r| r.status().as_u16() == 200 || r.status().as_u16() == 401).unwrap_or(false))
+            Ok(http
+                .get(&url)
+                .send()
+                .map(|r| r.status().as_u16() == 200 || r.status().as_u16() == 401)
+                .unwrap_or(false))
         })?;
         Ok((addr, daemon))
     }

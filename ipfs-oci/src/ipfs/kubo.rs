@@ -71,7 +71,11 @@ impl KuboClient {
             .read_timeout(options.idle_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Self { http, base: format!("{}/api/v0", api_url.trim_end_matches('/')), options })
+        Ok(Self {
+            http,
+            base: format!("{}/api/v0", api_url.trim_end_matches('/')),
+            options,
+        })
     }
 
     pub fn options(&self) -> &KuboOptions {
@@ -79,7 +83,9 @@ impl KuboClient {
     }
 
     fn request(&self, endpoint: &'static str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
-        self.http.post(format!("{}/{}", self.base, endpoint)).query(query)
+        self.http
+            .post(format!("{}/{}", self.base, endpoint))
+            .query(query)
     }
 
     /// Send a request and turn transport failures and non-2xx answers into `IpfsError`.
@@ -90,10 +96,30 @@ impl KuboClient {
         deadline: Duration,
     ) -> Result<reqwest::Response, IpfsError> {
         let response = match tokio::time::timeout(deadline, request.send()).await {
-            Err(_) => return Err(IpfsError::Timeout { endpoint, after: deadline }),
-            Ok(Err(e)) if e.is_connect() => return Err(IpfsError::Unreachable { endpoint, source: e }),
-            Ok(Err(e)) if e.is_timeout() => return Err(IpfsError::Timeout { endpoint, after: deadline }),
-            Ok(Err(e)) => return Err(IpfsError::Transport { endpoint, source: e }),
+            Err(_) => {
+                return Err(IpfsError::Timeout {
+                    endpoint,
+                    after: deadline,
+                });
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(IpfsError::Unreachable {
+                    endpoint,
+                    source: e,
+                });
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                return Err(IpfsError::Timeout {
+                    endpoint,
+                    after: deadline,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(IpfsError::Transport {
+                    endpoint,
+                    source: e,
+                });
+            }
             Ok(Ok(r)) => r,
         };
         if response.status().is_success() {
@@ -105,7 +131,10 @@ impl KuboClient {
             Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned(),
             _ => String::new(),
         };
-        Err(IpfsError::Api { endpoint, message: error_message(status, &text) })
+        Err(IpfsError::Api {
+            endpoint,
+            message: error_message(status, &text),
+        })
     }
 
     /// A metadata call whose JSON answer is read whole within the call deadline.
@@ -119,19 +148,38 @@ impl KuboClient {
             // Also ask the daemon to give up: js-ipfs otherwise keeps searching for a missing CID.
             let mut query = query.to_vec();
             query.push(("timeout", format!("{}ms", deadline.as_millis())));
-            let response = self.send(endpoint, self.request(endpoint, &query), deadline).await?;
-            let body = response.bytes().await.map_err(|source| IpfsError::Transport { endpoint, source })?;
+            let response = self
+                .send(endpoint, self.request(endpoint, &query), deadline)
+                .await?;
+            let body = response
+                .bytes()
+                .await
+                .map_err(|source| IpfsError::Transport { endpoint, source })?;
             serde_json::from_slice(&body).map_err(|e| IpfsError::Decode {
                 endpoint,
-                detail: format!("{e}: {}", String::from_utf8_lossy(&body[..body.len().min(512)])),
+                detail: format!(
+                    "{e}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(512)])
+                ),
             })
         };
-        tokio::time::timeout(deadline, work).await.map_err(|_| IpfsError::Timeout { endpoint, after: deadline })?
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| IpfsError::Timeout {
+                endpoint,
+                after: deadline,
+            })?
     }
 
-    async fn files_call(&self, endpoint: &'static str, query: &[(&str, String)]) -> Result<(), IpfsError> {
+    async fn files_call(
+        &self,
+        endpoint: &'static str,
+        query: &[(&str, String)],
+    ) -> Result<(), IpfsError> {
         let deadline = self.options.call_timeout;
-        let response = self.send(endpoint, self.request(endpoint, query), deadline).await?;
+        let response = self
+            .send(endpoint, self.request(endpoint, query), deadline)
+            .await?;
         // Drain so the connection can be reused; the body is empty or `{}`.
         let _ = tokio::time::timeout(deadline, response.bytes()).await;
         Ok(())
@@ -147,7 +195,11 @@ fn error_message(status: reqwest::StatusCode, body: &str) -> String {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| body.trim().to_owned());
-    if message.is_empty() { format!("HTTP {status}") } else { message }
+    if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        message
+    }
 }
 
 /// `Size` is a string in Kubo and a number in js-ipfs.
@@ -163,8 +215,14 @@ fn cid_field(endpoint: &'static str, v: &Value, field: &str) -> Result<Cid, Ipfs
     let s = v
         .get(field)
         .and_then(|h| h.as_str().or_else(|| h.get("/").and_then(Value::as_str)))
-        .ok_or_else(|| IpfsError::Decode { endpoint, detail: format!("no {field} in {v}") })?;
-    parse_cid(s).map_err(|e| IpfsError::Decode { endpoint, detail: e.to_string() })
+        .ok_or_else(|| IpfsError::Decode {
+            endpoint,
+            detail: format!("no {field} in {v}"),
+        })?;
+    parse_cid(s).map_err(|e| IpfsError::Decode {
+        endpoint,
+        detail: e.to_string(),
+    })
 }
 
 fn arg(cid: &Cid) -> (&'static str, String) {
@@ -180,22 +238,40 @@ impl IpfsStore for KuboClient {
             .mime_str("application/octet-stream")
             .expect("static mime type parses");
         let form = Form::new().part("file", part);
-        let query: Vec<(&str, String)> = ADD_QUERY.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let query: Vec<(&str, String)> = ADD_QUERY
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
         let request = self.request(ENDPOINT, &query).multipart(form);
         // The upload itself may take long for a big layer; the deadline covers connecting and the
         // daemon's silence (idle timeout), not the transfer.
-        let response = self.send(ENDPOINT, request, Duration::from_secs(24 * 3600)).await?;
-        let body = response.bytes().await.map_err(|source| IpfsError::Transport { endpoint: ENDPOINT, source })?;
+        let response = self
+            .send(ENDPOINT, request, Duration::from_secs(24 * 3600))
+            .await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| IpfsError::Transport {
+                endpoint: ENDPOINT,
+                source,
+            })?;
         // Newline-delimited JSON; the single file we sent is the last object.
         let last = body
             .split(|b| *b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .next_back()
-            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: "empty answer".into() })?;
-        let v: Value = serde_json::from_slice(last)
-            .map_err(|e| IpfsError::Decode { endpoint: ENDPOINT, detail: e.to_string() })?;
+            .rfind(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: "empty answer".into(),
+            })?;
+        let v: Value = serde_json::from_slice(last).map_err(|e| IpfsError::Decode {
+            endpoint: ENDPOINT,
+            detail: e.to_string(),
+        })?;
         if v.get("Type").and_then(Value::as_str) == Some("error") {
-            return Err(IpfsError::Api { endpoint: ENDPOINT, message: error_message(reqwest::StatusCode::OK, &v.to_string()) });
+            return Err(IpfsError::Api {
+                endpoint: ENDPOINT,
+                message: error_message(reqwest::StatusCode::OK, &v.to_string()),
+            });
         }
         let cid = cid_field(ENDPOINT, &v, "Hash")?;
         let dag_size = v.get("Size").and_then(flexible_u64).unwrap_or(0);
@@ -211,8 +287,19 @@ impl IpfsStore for KuboClient {
         if let Some(length) = range.length {
             query.push(("length", length.to_string()));
         }
-        let response = self.send(ENDPOINT, self.request(ENDPOINT, &query), self.options.first_byte_timeout).await?;
-        let stream = response.bytes_stream().map_err(|e| std::io::Error::other(IpfsError::Transport { endpoint: ENDPOINT, source: e }));
+        let response = self
+            .send(
+                ENDPOINT,
+                self.request(ENDPOINT, &query),
+                self.options.first_byte_timeout,
+            )
+            .await?;
+        let stream = response.bytes_stream().map_err(|e| {
+            std::io::Error::other(IpfsError::Transport {
+                endpoint: ENDPOINT,
+                source: e,
+            })
+        });
         Ok(Box::pin(stream))
     }
 
@@ -221,35 +308,76 @@ impl IpfsStore for KuboClient {
         let deadline = self.options.call_timeout;
         let work = async {
             // Ask for one byte more than allowed so "too large" is detectable without reading more.
-            let mut stream = self.cat(cid, ByteRange { offset: 0, length: Some(limit + 1) }).await?;
+            let mut stream = self
+                .cat(
+                    cid,
+                    ByteRange {
+                        offset: 0,
+                        length: Some(limit + 1),
+                    },
+                )
+                .await?;
             let mut out = Vec::new();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| IpfsError::Decode { endpoint: ENDPOINT, detail: e.to_string() })?;
+                let chunk = chunk.map_err(|e| IpfsError::Decode {
+                    endpoint: ENDPOINT,
+                    detail: e.to_string(),
+                })?;
                 out.extend_from_slice(&chunk);
                 if out.len() as u64 > limit {
-                    return Err(IpfsError::TooLarge { endpoint: ENDPOINT, limit });
+                    return Err(IpfsError::TooLarge {
+                        endpoint: ENDPOINT,
+                        limit,
+                    });
                 }
             }
             Ok(out)
         };
-        tokio::time::timeout(deadline, work).await.map_err(|_| IpfsError::Timeout { endpoint: ENDPOINT, after: deadline })?
+        tokio::time::timeout(deadline, work)
+            .await
+            .map_err(|_| IpfsError::Timeout {
+                endpoint: ENDPOINT,
+                after: deadline,
+            })?
     }
 
     async fn block_size(&self, cid: &Cid) -> Result<u64, IpfsError> {
         const ENDPOINT: &str = "block/stat";
-        let v: Value = self.call_json(ENDPOINT, &[arg(cid)], self.options.call_timeout).await?;
-        v.get("Size").and_then(flexible_u64).ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: v.to_string() })
+        let v: Value = self
+            .call_json(ENDPOINT, &[arg(cid)], self.options.call_timeout)
+            .await?;
+        v.get("Size")
+            .and_then(flexible_u64)
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: v.to_string(),
+            })
     }
 
     async fn pin_add(&self, cid: &Cid) -> Result<(), IpfsError> {
         let _: Value = self
-            .call_json("pin/add", &[arg(cid), ("recursive", "true".into()), ("progress", "false".into())], self.options.pin_timeout)
+            .call_json(
+                "pin/add",
+                &[
+                    arg(cid),
+                    ("recursive", "true".into()),
+                    ("progress", "false".into()),
+                ],
+                self.options.pin_timeout,
+            )
             .await?;
         Ok(())
     }
 
     async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {
-        match self.call_json::<Value>("pin/rm", &[arg(cid), ("recursive", "true".into())], self.options.call_timeout).await {
+        match self
+            .call_json::<Value>(
+                "pin/rm",
+                &[arg(cid), ("recursive", "true".into())],
+                self.options.call_timeout,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             // Unpinning something that is not pinned is the state we wanted.
             Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => Ok(()),
@@ -260,7 +388,10 @@ impl IpfsStore for KuboClient {
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, IpfsError> {
         const ENDPOINT: &str = "pin/ls";
         let query = [arg(cid), ("type", "recursive".into())];
-        match self.call_json::<Value>(ENDPOINT, &query, self.options.call_timeout).await {
+        match self
+            .call_json::<Value>(ENDPOINT, &query, self.options.call_timeout)
+            .await
+        {
             Ok(v) => {
                 // Kubo: {"Keys":{"<cid>":{"Type":"recursive"}}}; js-ipfs: one {"Cid":…,"Type":…} per line.
                 let keys = v.get("Keys").and_then(Value::as_object);
@@ -270,7 +401,9 @@ impl IpfsStore for KuboClient {
                 };
                 // js-ipfs lists CIDv0 for dag-pb roots pinned as CIDv1: same content, so compare
                 // codec and multihash, not the version.
-                Ok(listed.iter().any(|c| c.codec() == cid.codec() && c.hash() == cid.hash()))
+                Ok(listed
+                    .iter()
+                    .any(|c| c.codec() == cid.codec() && c.hash() == cid.hash()))
             }
             Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => Ok(false),
             Err(e) => Err(e),
@@ -278,7 +411,10 @@ impl IpfsStore for KuboClient {
     }
 
     async fn make_directory(&self, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let scratch = format!(
             "/.ipfs-image-scratch/{}-{}-{}",
             std::process::id(),
@@ -287,7 +423,16 @@ impl IpfsStore for KuboClient {
         );
         let result = self.fill_directory(&scratch, entries).await;
         // Always remove the scratch copy; the returned CID is what callers pin.
-        let cleanup = self.files_call("files/rm", &[("arg", scratch.clone()), ("recursive", "true".into()), ("force", "true".into())]).await;
+        let cleanup = self
+            .files_call(
+                "files/rm",
+                &[
+                    ("arg", scratch.clone()),
+                    ("recursive", "true".into()),
+                    ("force", "true".into()),
+                ],
+            )
+            .await;
         let cid = result?;
         cleanup?;
         Ok(cid)
@@ -295,47 +440,94 @@ impl IpfsStore for KuboClient {
 
     async fn id(&self) -> Result<NodeIdentity, IpfsError> {
         const ENDPOINT: &str = "id";
-        let v: Value = self.call_json(ENDPOINT, &[], self.options.call_timeout).await?;
+        let v: Value = self
+            .call_json(ENDPOINT, &[], self.options.call_timeout)
+            .await?;
         let peer_id = v
             .get("ID")
             .and_then(Value::as_str)
-            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: "no ID".into() })?
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: "no ID".into(),
+            })?
             .to_owned();
         let addresses = v
             .get("Addresses")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
-        let agent_version = v.get("AgentVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
-        Ok(NodeIdentity { peer_id, addresses, agent_version })
+        let agent_version = v
+            .get("AgentVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(NodeIdentity {
+            peer_id,
+            addresses,
+            agent_version,
+        })
     }
 
     async fn version(&self) -> Result<String, IpfsError> {
         const ENDPOINT: &str = "version";
-        let v: Value = self.call_json(ENDPOINT, &[], self.options.call_timeout).await?;
+        let v: Value = self
+            .call_json(ENDPOINT, &[], self.options.call_timeout)
+            .await?;
         v.get("Version")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| IpfsError::Decode { endpoint: ENDPOINT, detail: v.to_string() })
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: v.to_string(),
+            })
     }
 }
 
 impl KuboClient {
-    async fn fill_directory(&self, scratch: &str, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
+    async fn fill_directory(
+        &self,
+        scratch: &str,
+        entries: &[(String, Cid)],
+    ) -> Result<Cid, IpfsError> {
         let mkdir = |path: String| async move {
-            self.files_call("files/mkdir", &[("arg", path), ("parents", "true".into()), ("cid-version", "1".into())]).await
+            self.files_call(
+                "files/mkdir",
+                &[
+                    ("arg", path),
+                    ("parents", "true".into()),
+                    ("cid-version", "1".into()),
+                ],
+            )
+            .await
         };
         mkdir(scratch.to_owned()).await?;
-        let parents: BTreeSet<&str> = entries.iter().filter_map(|(p, _)| p.rsplit_once('/').map(|(dir, _)| dir)).collect();
+        let parents: BTreeSet<&str> = entries
+            .iter()
+            .filter_map(|(p, _)| p.rsplit_once('/').map(|(dir, _)| dir))
+            .collect();
         for dir in parents {
             mkdir(format!("{scratch}/{dir}")).await?;
         }
         for (path, cid) in entries {
             let from = format!("/ipfs/{}", to_base32(cid));
-            self.files_call("files/cp", &[("arg", from), ("arg", format!("{scratch}/{path}"))]).await?;
+            self.files_call(
+                "files/cp",
+                &[("arg", from), ("arg", format!("{scratch}/{path}"))],
+            )
+            .await?;
         }
-        let v: Value = self.call_json("files/stat", &[("arg", scratch.to_owned())], self.options.call_timeout).await?;
+        let v: Value = self
+            .call_json(
+                "files/stat",
+                &[("arg", scratch.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
         cid_field("files/stat", &v, "Hash")
     }
 }
-

@@ -20,9 +20,15 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'sta
 #[derive(Debug, thiserror::Error)]
 pub enum IpfsError {
     #[error("IPFS {endpoint}: {message}")]
-    Api { endpoint: &'static str, message: String },
+    Api {
+        endpoint: &'static str,
+        message: String,
+    },
     #[error("IPFS {endpoint} did not answer within {after:?}")]
-    Timeout { endpoint: &'static str, after: Duration },
+    Timeout {
+        endpoint: &'static str,
+        after: Duration,
+    },
     #[error("cannot reach the IPFS API for {endpoint}: {source}")]
     Unreachable {
         endpoint: &'static str,
@@ -36,7 +42,10 @@ pub enum IpfsError {
         source: reqwest::Error,
     },
     #[error("IPFS {endpoint}: unexpected answer: {detail}")]
-    Decode { endpoint: &'static str, detail: String },
+    Decode {
+        endpoint: &'static str,
+        detail: String,
+    },
     #[error("IPFS {endpoint}: content is larger than the limit of {limit} bytes")]
     TooLarge { endpoint: &'static str, limit: u64 },
 }
@@ -83,10 +92,18 @@ pub trait IpfsStore: Send + Sync {
     }
 
     /// Stream a file, or part of it.
-    fn cat(&self, cid: &Cid, range: ByteRange) -> impl Future<Output = Result<ByteStream, IpfsError>> + Send;
+    fn cat(
+        &self,
+        cid: &Cid,
+        range: ByteRange,
+    ) -> impl Future<Output = Result<ByteStream, IpfsError>> + Send;
 
     /// Read a small file whole; fails if it is larger than `limit`.
-    fn cat_to_vec(&self, cid: &Cid, limit: u64) -> impl Future<Output = Result<Vec<u8>, IpfsError>> + Send;
+    fn cat_to_vec(
+        &self,
+        cid: &Cid,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, IpfsError>> + Send;
 
     /// Size of a block (not of a whole file) — a cheap "does the node have this" probe.
     fn block_size(&self, cid: &Cid) -> impl Future<Output = Result<u64, IpfsError>> + Send;
@@ -98,7 +115,10 @@ pub trait IpfsStore: Send + Sync {
 
     /// Build a UnixFS directory from `(path, cid)` entries (paths relative, `/`-separated) and
     /// return its CID. Uses the node's MFS under a private scratch path, then removes it.
-    fn make_directory(&self, entries: &[(String, Cid)]) -> impl Future<Output = Result<Cid, IpfsError>> + Send;
+    fn make_directory(
+        &self,
+        entries: &[(String, Cid)],
+    ) -> impl Future<Output = Result<Cid, IpfsError>> + Send;
 
     fn id(&self) -> impl Future<Output = Result<NodeIdentity, IpfsError>> + Send;
     fn version(&self) -> impl Future<Output = Result<String, IpfsError>> + Send;

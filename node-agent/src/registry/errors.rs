@@ -52,7 +52,11 @@ pub struct RegistryError {
 
 impl RegistryError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), size: None }
+        Self {
+            code,
+            message: message.into(),
+            size: None,
+        }
     }
 
     #[cfg(test)]
@@ -66,7 +70,10 @@ impl IntoResponse for RegistryError {
         let body = serde_json::json!({"errors": [{"code": self.code.as_str(), "message": self.message, "detail": null}]});
         let mut response = (self.code.status(), axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+        headers.insert(
+            "Docker-Distribution-API-Version",
+            HeaderValue::from_static("registry/2.0"),
+        );
         if self.code == ErrorCode::Unsupported {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }

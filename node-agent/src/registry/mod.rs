@@ -45,7 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 fn api_version_headers(headers: &mut HeaderMap) {
-    headers.insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    headers.insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
 }
 
 async fn base(State(app): State<Arc<AppState>>, method: Method) -> Response {
@@ -56,7 +59,10 @@ async fn base(State(app): State<Arc<AppState>>, method: Method) -> Response {
     } else {
         RegistryError::new(ErrorCode::Unsupported, "this registry is read-only").into_response()
     };
-    app.metrics.requests.with_label_values(&["base", "", method.as_str(), response.status().as_str()]).inc();
+    app.metrics
+        .requests
+        .with_label_values(&["base", "", method.as_str(), response.status().as_str()])
+        .inc();
     response
 }
 
@@ -87,20 +93,42 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
     let route = paths::parse(rest);
     let (route_label, kind_label) = match &route {
         Ok(r) => (
-            if matches!(r.repository, Repository::Ipfs(_)) { "ipfs" } else { "mirror" },
-            if r.kind == Kind::Manifest { "manifest" } else { "blob" },
+            if matches!(r.repository, Repository::Ipfs(_)) {
+                "ipfs"
+            } else {
+                "mirror"
+            },
+            if r.kind == Kind::Manifest {
+                "manifest"
+            } else {
+                "blob"
+            },
         ),
         Err(_) => ("invalid", ""),
     };
     let response = if method != Method::GET && method != Method::HEAD {
-        RegistryError::new(ErrorCode::Unsupported, format!("{method} is not supported: this registry is read-only")).into_response()
+        RegistryError::new(
+            ErrorCode::Unsupported,
+            format!("{method} is not supported: this registry is read-only"),
+        )
+        .into_response()
     } else {
         match route {
-            Ok(route) => serve(&app, &method, &route, ns.as_deref(), &headers).await.unwrap_or_else(IntoResponse::into_response),
+            Ok(route) => serve(&app, &method, &route, ns.as_deref(), &headers)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
             Err(e) => e.into_response(),
         }
     };
-    app.metrics.requests.with_label_values(&[route_label, kind_label, method.as_str(), response.status().as_str()]).inc();
+    app.metrics
+        .requests
+        .with_label_values(&[
+            route_label,
+            kind_label,
+            method.as_str(),
+            response.status().as_str(),
+        ])
+        .inc();
     response
 }
 
@@ -111,10 +139,20 @@ fn namespace_param(query: &str) -> Option<String> {
 }
 
 /// Find the content a route names, then answer with it.
-async fn serve(app: &AppState, method: &Method, route: &Route, ns: Option<&str>, headers: &HeaderMap) -> Result<Response, RegistryError> {
+async fn serve(
+    app: &AppState,
+    method: &Method,
+    route: &Route,
+    ns: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, RegistryError> {
     let (dag, digest) = match &route.repository {
         Repository::Ipfs(cid) => {
-            let dag = app.cache.get(cid).await.map_err(|e| cache_error(app, route.kind, &e))?;
+            let dag = app
+                .cache
+                .get(cid)
+                .await
+                .map_err(|e| cache_error(app, route.kind, &e))?;
             let digest = match &route.target {
                 Target::Tag(_) => *dag.top().0,
                 Target::Digest(d) => *d,
@@ -123,10 +161,15 @@ async fn serve(app: &AppState, method: &Method, route: &Route, ns: Option<&str>,
         }
         Repository::Mirror(repo) => mirror_lookup(app, route, repo, ns).await?,
     };
-    let entry = dag.get(&digest).ok_or_else(|| not_found(route.kind, &digest))?;
+    let entry = dag
+        .get(&digest)
+        .ok_or_else(|| not_found(route.kind, &digest))?;
     match route.kind {
         Kind::Manifest => {
-            let bytes = entry.bytes.clone().ok_or_else(|| not_found(Kind::Manifest, &digest))?;
+            let bytes = entry
+                .bytes
+                .clone()
+                .ok_or_else(|| not_found(Kind::Manifest, &digest))?;
             Ok(manifest_response(method, &digest, entry, bytes, app))
         }
         Kind::Blob => blob_response(app, method, &digest, entry, headers).await,
@@ -134,13 +177,31 @@ async fn serve(app: &AppState, method: &Method, route: &Route, ns: Option<&str>,
 }
 
 /// Mirror mode: only images in the catalog, only under the registry they came from.
-async fn mirror_lookup(app: &AppState, route: &Route, repo: &str, ns: Option<&str>) -> Result<(Arc<ImageDag>, Digest), RegistryError> {
+async fn mirror_lookup(
+    app: &AppState,
+    route: &Route,
+    repo: &str,
+    ns: Option<&str>,
+) -> Result<(Arc<ImageDag>, Digest), RegistryError> {
     let miss = |reason: String| {
-        app.metrics.mirror.with_label_values(&[ns.unwrap_or(""), "miss"]).inc();
-        RegistryError::new(if route.kind == Kind::Manifest { ErrorCode::ManifestUnknown } else { ErrorCode::BlobUnknown }, reason)
+        app.metrics
+            .mirror
+            .with_label_values(&[ns.unwrap_or(""), "miss"])
+            .inc();
+        RegistryError::new(
+            if route.kind == Kind::Manifest {
+                ErrorCode::ManifestUnknown
+            } else {
+                ErrorCode::BlobUnknown
+            },
+            reason,
+        )
     };
     let Some(ns) = ns else {
-        return Err(RegistryError::new(ErrorCode::NameUnknown, "mirror requests need the ?ns=<registry> parameter (containerd sends it)"));
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            "mirror requests need the ?ns=<registry> parameter (containerd sends it)",
+        ));
     };
     let candidates = app.catalog.for_repository(ns, repo);
     if candidates.is_empty() {
@@ -157,7 +218,9 @@ async fn mirror_lookup(app: &AppState, route: &Route, repo: &str, ns: Option<&st
             }
         };
         let digest = match &route.target {
-            Target::Tag(tag) if entry.tag.as_deref() == Some(tag.as_str()) => dag.source_digest.or(entry.digest),
+            Target::Tag(tag) if entry.tag.as_deref() == Some(tag.as_str()) => {
+                dag.source_digest.or(entry.digest)
+            }
             Target::Tag(_) => None,
             Target::Digest(d) => dag.get(d).map(|_| *d),
         };
@@ -171,8 +234,14 @@ async fn mirror_lookup(app: &AppState, route: &Route, repo: &str, ns: Option<&st
 
 fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
     match kind {
-        Kind::Manifest => RegistryError::new(ErrorCode::ManifestUnknown, format!("manifest {digest} is not part of this image")),
-        Kind::Blob => RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not part of this image")),
+        Kind::Manifest => RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("manifest {digest} is not part of this image"),
+        ),
+        Kind::Blob => RegistryError::new(
+            ErrorCode::BlobUnknown,
+            format!("blob {digest} is not part of this image"),
+        ),
     }
 }
 
@@ -190,37 +259,77 @@ fn cache_error(app: &AppState, kind: Kind, e: &CacheError) -> RegistryError {
     if e.is_unavailable() {
         RegistryError::new(ErrorCode::Unavailable, format!("IPFS: {e}"))
     } else {
-        let code = if kind == Kind::Manifest { ErrorCode::ManifestUnknown } else { ErrorCode::BlobUnknown };
+        let code = if kind == Kind::Manifest {
+            ErrorCode::ManifestUnknown
+        } else {
+            ErrorCode::BlobUnknown
+        };
         RegistryError::new(code, format!("not a usable IPFS-enabled image: {e}"))
     }
 }
 
 fn content_headers(headers: &mut HeaderMap, digest: &Digest, media_type: &str, length: u64) {
     api_version_headers(headers);
-    if let Ok(v) = HeaderValue::from_str(if media_type.is_empty() { "application/octet-stream" } else { media_type }) {
+    if let Ok(v) = HeaderValue::from_str(if media_type.is_empty() {
+        "application/octet-stream"
+    } else {
+        media_type
+    }) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert("Docker-Content-Digest", HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII"));
+    headers.insert(
+        "Docker-Content-Digest",
+        HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(header::ETAG, HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"));
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
+    );
 }
 
-fn manifest_response(method: &Method, digest: &Digest, entry: &DagEntry, bytes: Bytes, app: &AppState) -> Response {
+fn manifest_response(
+    method: &Method,
+    digest: &Digest,
+    entry: &DagEntry,
+    bytes: Bytes,
+    app: &AppState,
+) -> Response {
     let len = bytes.len() as u64;
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
     let mut response = Response::new(body);
     content_headers(response.headers_mut(), digest, &entry.media_type, len);
     if method == Method::GET {
-        app.metrics.bytes_served.with_label_values(&["registry", "manifest"]).inc_by(len);
+        app.metrics
+            .bytes_served
+            .with_label_values(&["registry", "manifest"])
+            .inc_by(len);
     }
     response
 }
 
-async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: &DagEntry, headers: &HeaderMap) -> Result<Response, RegistryError> {
+async fn blob_response(
+    app: &AppState,
+    method: &Method,
+    digest: &Digest,
+    entry: &DagEntry,
+    headers: &HeaderMap,
+) -> Result<Response, RegistryError> {
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let span = match range::parse(range_header, entry.size) {
         RangeRequest::Unsatisfiable => {
-            let mut e = RegistryError::new(ErrorCode::RangeInvalid, format!("range {:?} is outside the blob of {} bytes", range_header.unwrap_or(""), entry.size));
+            let mut e = RegistryError::new(
+                ErrorCode::RangeInvalid,
+                format!(
+                    "range {:?} is outside the blob of {} bytes",
+                    range_header.unwrap_or(""),
+                    entry.size
+                ),
+            );
             e.size = Some(entry.size);
             return Err(e);
         }
@@ -228,7 +337,11 @@ async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: 
         _ => None,
     };
     let length = span.map_or(entry.size, |s| s.len);
-    let status = if span.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let status = if span.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
     let mut response = if method == Method::HEAD {
         Response::new(Body::empty())
     } else if let Some(bytes) = &entry.bytes {
@@ -239,8 +352,15 @@ async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: 
         };
         Response::new(Body::from(slice))
     } else {
-        let range = span.map_or(ByteRange::default(), |s| ByteRange { offset: s.start, length: Some(s.len) });
-        let stream = app.ipfs.cat(&entry.cid, range).await.map_err(|e| ipfs_error(app, &e))?;
+        let range = span.map_or(ByteRange::default(), |s| ByteRange {
+            offset: s.start,
+            length: Some(s.len),
+        });
+        let stream = app
+            .ipfs
+            .cat(&entry.cid, range)
+            .await
+            .map_err(|e| ipfs_error(app, &e))?;
         // Whole blobs are verified while streaming (the last chunk waits for the digest check);
         // a range cannot be, but its length is enforced.
         let checked = match span {
@@ -251,9 +371,15 @@ async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: 
         let digest_text = digest.to_string();
         let counted = checked.map(move |chunk| {
             match &chunk {
-                Ok(b) => metrics.bytes_served.with_label_values(&["registry", "blob"]).inc_by(b.len() as u64),
+                Ok(b) => metrics
+                    .bytes_served
+                    .with_label_values(&["registry", "blob"])
+                    .inc_by(b.len() as u64),
                 Err(e) => {
-                    metrics.verification_failures.with_label_values(&["blob"]).inc();
+                    metrics
+                        .verification_failures
+                        .with_label_values(&["blob"])
+                        .inc();
                     tracing::error!(digest = %digest_text, error = %e, "aborting blob response");
                 }
             }
@@ -266,7 +392,12 @@ async fn blob_response(app: &AppState, method: &Method, digest: &Digest, entry: 
     content_headers(h, digest, &entry.media_type, length);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(s) = span
-        && let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", s.start, s.start + s.len - 1, entry.size))
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            s.start,
+            s.start + s.len - 1,
+            entry.size
+        ))
     {
         h.insert(header::CONTENT_RANGE, v);
     }

@@ -43,35 +43,56 @@ pub fn parse(rest: &str) -> Result<Route, RegistryError> {
     } else if let Some((n, r)) = rest.rsplit_once("/blobs/") {
         (n, Kind::Blob, r)
     } else {
-        return Err(RegistryError::new(ErrorCode::NameUnknown, "unknown route (this registry serves manifests and blobs only)"));
+        return Err(RegistryError::new(
+            ErrorCode::NameUnknown,
+            "unknown route (this registry serves manifests and blobs only)",
+        ));
     };
     validate_name(name)?;
     let target = parse_target(kind, reference)?;
     let repository = match name.strip_prefix("ipfs/") {
         Some(cid) => {
-            let cid = parse_cid(cid).map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?;
+            let cid = parse_cid(cid)
+                .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?;
             Repository::Ipfs(cid)
         }
         None => Repository::Mirror(name.to_owned()),
     };
-    Ok(Route { repository, kind, target })
+    Ok(Route {
+        repository,
+        kind,
+        target,
+    })
 }
 
 /// The distribution spec's name grammar: lowercase path components separated by `/`.
 fn validate_name(name: &str) -> Result<(), RegistryError> {
     let component_ok = |c: &str| {
         !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+            && c.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
             && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
     };
     // CIDs are not lowercase in every base: check the `ipfs/<cid>` form separately.
     let ok = name.len() <= MAX_NAME
         && match name.strip_prefix("ipfs/") {
-            Some(cid) => !cid.is_empty() && !cid.contains('/') && cid.bytes().all(|b| b.is_ascii_alphanumeric()),
+            Some(cid) => {
+                !cid.is_empty()
+                    && !cid.contains('/')
+                    && cid.bytes().all(|b| b.is_ascii_alphanumeric())
+            }
             None => name.split('/').all(component_ok),
         };
-    if ok { Ok(()) } else { Err(RegistryError::new(ErrorCode::NameInvalid, format!("invalid repository name {:?}", truncate(name)))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::new(
+            ErrorCode::NameInvalid,
+            format!("invalid repository name {:?}", truncate(name)),
+        ))
+    }
 }
 
 fn parse_target(kind: Kind, reference: &str) -> Result<Target, RegistryError> {
@@ -83,12 +104,26 @@ fn parse_target(kind: Kind, reference: &str) -> Result<Target, RegistryError> {
     }
     let tag_ok = !reference.is_empty()
         && reference.len() <= 128
-        && reference.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && reference.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && reference
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && reference
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
     match (kind, tag_ok) {
         (Kind::Manifest, true) => Ok(Target::Tag(reference.to_owned())),
-        (Kind::Manifest, false) => Err(RegistryError::new(ErrorCode::ManifestUnknown, format!("invalid tag {:?}", truncate(reference)))),
-        (Kind::Blob, _) => Err(RegistryError::new(ErrorCode::DigestInvalid, format!("blobs are addressed by digest, got {:?}", truncate(reference)))),
+        (Kind::Manifest, false) => Err(RegistryError::new(
+            ErrorCode::ManifestUnknown,
+            format!("invalid tag {:?}", truncate(reference)),
+        )),
+        (Kind::Blob, _) => Err(RegistryError::new(
+            ErrorCode::DigestInvalid,
+            format!(
+                "blobs are addressed by digest, got {:?}",
+                truncate(reference)
+            ),
+        )),
     }
 }
 
@@ -120,14 +155,29 @@ mod tests {
     fn rejects_malformed_input_with_4xx_codes() {
         let cases = [
             ("ipfs/not-a-cid/manifests/latest", ErrorCode::NameInvalid),
-            (&format!("ipfs/{CID}/blobs/latest") as &str, ErrorCode::DigestInvalid),
-            (&format!("ipfs/{CID}/blobs/sha512:abcd"), ErrorCode::DigestInvalid),
-            (&format!("ipfs/{CID}/blobs/sha256:ABCD"), ErrorCode::DigestInvalid),
-            (&format!("ipfs/{CID}/blobs/sha256:{}", "A".repeat(64)), ErrorCode::DigestInvalid),
+            (
+                &format!("ipfs/{CID}/blobs/latest") as &str,
+                ErrorCode::DigestInvalid,
+            ),
+            (
+                &format!("ipfs/{CID}/blobs/sha512:abcd"),
+                ErrorCode::DigestInvalid,
+            ),
+            (
+                &format!("ipfs/{CID}/blobs/sha256:ABCD"),
+                ErrorCode::DigestInvalid,
+            ),
+            (
+                &format!("ipfs/{CID}/blobs/sha256:{}", "A".repeat(64)),
+                ErrorCode::DigestInvalid,
+            ),
             ("../../etc/passwd/manifests/latest", ErrorCode::NameInvalid),
             ("UPPER/manifests/latest", ErrorCode::NameInvalid),
             ("a//b/manifests/latest", ErrorCode::NameInvalid),
-            ("library/nginx/manifests/bad$tag", ErrorCode::ManifestUnknown),
+            (
+                "library/nginx/manifests/bad$tag",
+                ErrorCode::ManifestUnknown,
+            ),
             ("library/nginx/tags/list", ErrorCode::NameUnknown),
         ];
         for (path, code) in cases {

@@ -24,9 +24,17 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
     if spec.contains(',') {
         return RangeRequest::Whole;
     }
-    let Some((a, b)) = spec.split_once('-') else { return RangeRequest::Whole };
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeRequest::Whole;
+    };
     let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| if s.is_empty() || s.len() > 20 { None } else { s.parse::<u64>().ok() };
+    let num = |s: &str| {
+        if s.is_empty() || s.len() > 20 {
+            None
+        } else {
+            s.parse::<u64>().ok()
+        }
+    };
     match (a.is_empty(), b.is_empty()) {
         (true, true) => RangeRequest::Whole,
         // suffix: the last n bytes
@@ -34,13 +42,18 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
             Some(0) => RangeRequest::Unsatisfiable,
             Some(n) if size > 0 => {
                 let n = n.min(size);
-                RangeRequest::Partial(ByteSpan { start: size - n, len: n })
+                RangeRequest::Partial(ByteSpan {
+                    start: size - n,
+                    len: n,
+                })
             }
             Some(_) => RangeRequest::Unsatisfiable,
             None => RangeRequest::Whole,
         },
         (false, _) => {
-            let Some(start) = num(a) else { return RangeRequest::Whole };
+            let Some(start) = num(a) else {
+                return RangeRequest::Whole;
+            };
             if start >= size {
                 return RangeRequest::Unsatisfiable;
             }
@@ -53,7 +66,10 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeRequest {
                     None => return RangeRequest::Whole,
                 }
             };
-            RangeRequest::Partial(ByteSpan { start, len: end - start + 1 })
+            RangeRequest::Partial(ByteSpan {
+                start,
+                len: end - start + 1,
+            })
         }
     }
 }
@@ -72,7 +88,10 @@ mod tests {
         assert_eq!(parse(Some("bytes=-1000"), 100), p(0, 100));
         assert_eq!(parse(Some("bytes=50-1000"), 100), p(50, 50));
         assert_eq!(parse(Some("bytes=100-"), 100), RangeRequest::Unsatisfiable);
-        assert_eq!(parse(Some("bytes=99999999999999999999999-"), 100), RangeRequest::Whole);
+        assert_eq!(
+            parse(Some("bytes=99999999999999999999999-"), 100),
+            RangeRequest::Whole
+        );
         assert_eq!(parse(Some("bytes=5-1"), 100), RangeRequest::Whole);
         assert_eq!(parse(Some("bytes=0-1,5-6"), 100), RangeRequest::Whole);
         assert_eq!(parse(Some("items=0-1"), 100), RangeRequest::Whole);
