@@ -1,16 +1,27 @@
 //! Command-line interface. Every flag also reads an environment variable.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "ipfs-image-operator", version, about = "Imports container images into IPFS and keeps them pinned")]
+#[command(
+    name = "ipfs-image-operator",
+    version,
+    about = "Imports container images into IPFS and keeps them pinned"
+)]
 pub struct Cli {
     /// Kubo RPC API of the IPFS daemon that stores and pins images (keep it on 127.0.0.1).
-    #[arg(long, env = "IPFS_API", default_value = "http://127.0.0.1:5001", global = true)]
+    #[arg(
+        long,
+        env = "IPFS_API",
+        default_value = "http://127.0.0.1:5001",
+        global = true
+    )]
     pub ipfs_api: String,
 
     /// Log format on stderr.
@@ -67,4 +78,92 @@ pub struct ConvertArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Watch IpfsImages in this namespace only. Default: all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Host and port of the node agents' registry, as Pods reference it; `status.image` is
+    /// `<mirror-host>/ipfs/<cid>`.
+    #[arg(long, env = "MIRROR_HOST", default_value = ipfs_image_api::DEFAULT_MIRROR_HOST)]
+    pub mirror_host: String,
+
+    /// How often tags in `spec.source` are resolved again when `spec.recheckInterval` is unset
+    /// (a moved tag is re-imported); also how often a Ready image's pin is verified. `0s` turns
+    /// default re-checks off.
+    #[arg(long, env = "RECHECK_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub recheck_interval: Duration,
+
+    /// Talk plain HTTP to this registry (host[:port], as in image references); repeat or
+    /// separate with commas.
+    #[arg(
+        long = "plain-http-registry",
+        value_name = "HOST",
+        env = "PLAIN_HTTP_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub plain_http_registries: Vec<String>,
+
+    /// Accept invalid TLS certificates from this registry (host[:port]); repeat or separate
+    /// with commas.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// Address of the HTTP server with /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub metrics_listen: SocketAddr,
+
+    /// Reconcile at most this many IpfsImages at once.
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// First retry delay after a failed reconcile; it doubles with each consecutive failure of
+    /// the same object, up to --max-backoff.
+    #[arg(long, env = "ERROR_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    pub error_backoff: Duration,
+
+    /// Longest retry delay after failed reconciles.
+    #[arg(long, env = "MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Elect a leader with a coordination.k8s.io Lease, so that only one replica reconciles.
+    /// `--leader-elect=false` for a single replica run outside the cluster.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "ipfs-image-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease. Default: the operator's own namespace (the
+    /// service account's, or the kubeconfig context's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a leader's Lease stays valid without renewal.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How often the leader renews its Lease (and others try to take it over).
+    #[arg(long, env = "LEASE_RENEW_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_renew_interval: Duration,
+
+    /// This replica's name: the Lease holder identity and the Events' reportingInstance.
+    /// Default: $HOSTNAME (the Pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+/// A Kubernetes-style duration: `90s`, `10m`, `1h30m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: kube::core::Duration = text.parse().map_err(|e| format!("{e}"))?;
+    if parsed.is_negative() {
+        return Err("must not be negative".into());
+    }
+    Ok(Duration::from(parsed))
+}

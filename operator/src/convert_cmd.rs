@@ -7,7 +7,9 @@ use ipfs_oci::content_id::to_base32;
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::format::Platform;
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
-use ipfs_oci::source::{Credentials, Reference, SourceOptions, SourceRegistry, credentials_from_docker_config};
+use ipfs_oci::source::{
+    Credentials, Reference, SourceOptions, SourceRegistry, credentials_from_docker_config,
+};
 
 use crate::cli::ConvertArgs;
 
@@ -15,7 +17,10 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
     if args.estargz {
         bail!("--estargz is not implemented yet");
     }
-    let reference: Reference = args.image.parse().with_context(|| format!("invalid image reference {:?}", args.image))?;
+    let reference: Reference = args
+        .image
+        .parse()
+        .with_context(|| format!("invalid image reference {:?}", args.image))?;
     let platforms = args
         .platforms
         .iter()
@@ -23,9 +28,16 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let credentials = credentials(&args, &reference)?;
     let ipfs = KuboClient::new(ipfs_api, KuboOptions::default())?;
-    let version = ipfs.version().await.with_context(|| format!("IPFS API at {ipfs_api}"))?;
+    let version = ipfs
+        .version()
+        .await
+        .with_context(|| format!("IPFS API at {ipfs_api}"))?;
     tracing::info!(ipfs_api, version, image = %reference.whole(), "converting");
-    let source = SourceRegistry::new(&SourceOptions { plain_http: args.plain_http, insecure: args.insecure, credentials });
+    let source = SourceRegistry::new(&SourceOptions {
+        plain_http: args.plain_http,
+        insecure: args.insecure,
+        credentials,
+    });
     let image = convert(&ipfs, &source, &reference, &ConvertOptions { platforms }).await?;
     tracing::info!(
         index = %image.index_digest,
@@ -43,13 +55,19 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
 fn credentials(args: &ConvertArgs, reference: &Reference) -> Result<Option<Credentials>> {
     if let Some(username) = &args.username {
         let mut password = String::new();
-        std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("reading the password from stdin")?;
         let password = password.trim_end_matches(['\r', '\n']).to_owned();
-        return Ok(Some(Credentials { username: username.clone(), password }));
+        return Ok(Some(Credentials {
+            username: username.clone(),
+            password,
+        }));
     }
     if let Some(path) = &args.auth_file {
         let json = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        return credentials_from_docker_config(&json, reference.registry()).map_err(anyhow::Error::msg);
+        return credentials_from_docker_config(&json, reference.registry())
+            .map_err(anyhow::Error::msg);
     }
     Ok(None)
 }

@@ -6,12 +6,16 @@ mod convert_cmd;
 mod telemetry;
 
 use clap::Parser;
+use ipfs_image_operator::controller;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     telemetry::init(cli.log_format);
     ipfs_oci::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             cli::Command::Convert(args) => convert_cmd::run(&cli.ipfs_api, args).await,
@@ -19,7 +23,46 @@ fn main() -> std::process::ExitCode {
                 print!("{}", ipfs_image_api::crd_yaml());
                 Ok(())
             }
-            cli::Command::Run(_) => anyhow::bail!("the in-cluster controller is not built yet (see issue 4); use `convert`"),
+            cli::Command::Run(args) => {
+                if args.leader_elect && args.lease_renew_interval >= args.lease_duration {
+                    anyhow::bail!("--lease-renew-interval must be shorter than --lease-duration");
+                }
+                if args.error_backoff.is_zero() {
+                    anyhow::bail!(
+                        "--error-backoff must be more than 0s: failures must never be retried hot"
+                    );
+                }
+                let instance = args
+                    .pod_name
+                    .clone()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .filter(|s| !s.is_empty());
+                let config = controller::Config {
+                    mirror_host: args.mirror_host,
+                    recheck_interval: args.recheck_interval,
+                    plain_http_registries: args.plain_http_registries,
+                    insecure_registries: args.insecure_registries,
+                    backoff_base: args.error_backoff,
+                    backoff_max: args.max_backoff,
+                    instance: instance.clone(),
+                };
+                let lease = args.leader_elect.then(|| controller::app::LeaseOptions {
+                    name: args.lease_name,
+                    namespace: args.lease_namespace,
+                    identity: instance
+                        .unwrap_or_else(|| format!("ipfs-image-operator-{}", std::process::id())),
+                    duration: args.lease_duration,
+                    renew_interval: args.lease_renew_interval,
+                });
+                let options = controller::app::RunOptions {
+                    ipfs_api: cli.ipfs_api.clone(),
+                    namespace: args.namespace,
+                    metrics_listen: args.metrics_listen,
+                    concurrency: args.concurrency,
+                    lease,
+                };
+                controller::app::run(config, options).await
+            }
         }
     });
     match result {

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     DigestInvalid,
     Unsupported,
     RangeInvalid,
+    /// Request headers over the limit.
+    HeadersTooLarge,
     /// IPFS did not answer in time or could not be reached.
     Unavailable,
 }
@@ -27,6 +29,7 @@ impl ErrorCode {
             Self::DigestInvalid => "DIGEST_INVALID",
             Self::Unsupported => "UNSUPPORTED",
             Self::RangeInvalid => "RANGE_INVALID",
+            Self::HeadersTooLarge => "SIZE_INVALID",
             Self::Unavailable => "UNAVAILABLE",
         }
     }
@@ -37,6 +40,7 @@ impl ErrorCode {
             Self::NameInvalid | Self::DigestInvalid => StatusCode::BAD_REQUEST,
             Self::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Self::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -28,6 +28,9 @@ pub use errors::{ErrorCode, RegistryError};
 use paths::{Kind, Repository, Route, Target};
 use range::RangeRequest;
 
+/// containerd sends a few hundred bytes of headers; anything near this is not a registry client.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 pub struct AppState {
     pub ipfs: Arc<KuboClient>,
     pub cache: DagCache,
@@ -106,7 +109,17 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         ),
         Err(_) => ("invalid", ""),
     };
-    let response = if method != Method::GET && method != Method::HEAD {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    let response = if header_bytes > MAX_HEADER_BYTES {
+        RegistryError::new(
+            ErrorCode::HeadersTooLarge,
+            format!("request headers are {header_bytes} bytes, over {MAX_HEADER_BYTES}"),
+        )
+        .into_response()
+    } else if method != Method::GET && method != Method::HEAD {
         RegistryError::new(
             ErrorCode::Unsupported,
             format!("{method} is not supported: this registry is read-only"),

@@ -1,0 +1,169 @@
+//! Reconcile errors, each mapped to the condition reason users (and alerts) see.
+
+use ipfs_image_api::Reason;
+use ipfs_oci::convert::ConvertError;
+use ipfs_oci::ipfs::IpfsError;
+use ipfs_oci::resolve::ResolveError;
+use ipfs_oci::source::{SourceError, SourceErrorKind};
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A failure of the image itself (bad input, registry, IPFS): reported in the object's
+    /// status with `reason`, and retried with backoff.
+    #[error("{reason}: {message}")]
+    Image { reason: Reason, message: String },
+
+    /// The Kubernetes API refused or failed a call (status patch, Secret read, list).
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] Box<kube::Error>),
+
+    /// The finalizer helper failed to add or remove the finalizer.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn image(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Image {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The condition reason for image failures.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Self::Image { reason, .. } => Some(*reason),
+            Self::Kube(_) => None,
+            Self::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.reason(),
+                _ => None,
+            },
+        }
+    }
+
+    /// The label of the failures metric: the condition reason, or `KubernetesApi`.
+    pub fn metric_label(&self) -> &'static str {
+        self.reason().map_or("KubernetesApi", Reason::as_str)
+    }
+
+    /// Transient failures (outages) keep the phase at `Importing`; the others make it `Failed`.
+    /// Both are retried with backoff.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.reason(),
+            None | Some(
+                Reason::RegistryUnavailable | Reason::IpfsUnavailable | Reason::ContentUnavailable
+            )
+        )
+    }
+
+    /// The message part, without the reason prefix.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Image { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Self::Kube(Box::new(e))
+    }
+}
+
+impl From<IpfsError> for Error {
+    fn from(e: IpfsError) -> Self {
+        Self::image(
+            Reason::IpfsUnavailable,
+            format!("the operator's IPFS daemon failed: {e}"),
+        )
+    }
+}
+
+impl From<SourceError> for Error {
+    fn from(e: SourceError) -> Self {
+        let reason = match e.kind {
+            SourceErrorKind::Unauthorized => {
+                // oci-client folds 403 into its "unauthorized" errors; keep them apart when the text says so.
+                if e.message.contains("403") || e.message.to_ascii_lowercase().contains("forbidden")
+                {
+                    Reason::RegistryForbidden
+                } else {
+                    Reason::RegistryUnauthorized
+                }
+            }
+            SourceErrorKind::NotFound => Reason::RegistryNotFound,
+            SourceErrorKind::Unreachable | SourceErrorKind::ServerError => {
+                Reason::RegistryUnavailable
+            }
+            SourceErrorKind::Invalid => {
+                if e.message.contains("byte limit") || e.message.contains("over the limit") {
+                    Reason::ManifestTooLarge
+                } else {
+                    Reason::InvalidImage
+                }
+            }
+        };
+        Self::image(reason, e.message)
+    }
+}
+
+impl From<ConvertError> for Error {
+    fn from(e: ConvertError) -> Self {
+        match e {
+            ConvertError::Source(s) => s.into(),
+            ConvertError::Ipfs(i) => i.into(),
+            ConvertError::Invalid(m) if is_too_deep(&m) => Self::image(Reason::DagTooDeep, m),
+            ConvertError::Invalid(m) if m.contains("size limit") => {
+                Self::image(Reason::ManifestTooLarge, m)
+            }
+            other @ (ConvertError::Invalid(_) | ConvertError::NoMatchingPlatform { .. }) => {
+                Self::image(Reason::InvalidImage, other.to_string())
+            }
+            other @ ConvertError::UnexpectedCid { .. } => {
+                Self::image(Reason::IpfsUnavailable, other.to_string())
+            }
+        }
+    }
+}
+
+impl From<ResolveError> for Error {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Ipfs(i) => ipfs_read_error(i),
+            ResolveError::Invalid { root, detail } if is_too_deep(&detail) => {
+                Self::image(Reason::DagTooDeep, format!("image {root}: {detail}"))
+            }
+            ResolveError::Invalid { root, detail } if detail.contains("over the limit") => {
+                Self::image(Reason::ManifestTooLarge, format!("image {root}: {detail}"))
+            }
+            other @ ResolveError::Invalid { .. } => {
+                Self::image(Reason::InvalidImage, other.to_string())
+            }
+        }
+    }
+}
+
+/// Reading adopted content: a daemon that is down is `IpfsUnavailable`; a read that times out
+/// (nobody provides the CID) is `ContentUnavailable`.
+pub fn ipfs_read_error(e: IpfsError) -> Error {
+    match e {
+        IpfsError::Timeout { .. } => Error::image(
+            Reason::ContentUnavailable,
+            format!("the content could not be fetched from IPFS in time: {e}"),
+        ),
+        IpfsError::TooLarge { .. } => Error::image(Reason::ManifestTooLarge, e.to_string()),
+        other => other.into(),
+    }
+}
+
+fn is_too_deep(message: &str) -> bool {
+    message.contains("nested deeper")
+        || message.contains("more than") && message.contains("manifests")
+}
