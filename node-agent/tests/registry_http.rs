@@ -203,7 +203,7 @@ fn serves_containerd_headers_ranges_and_clean_errors() {
                 format!("{base}/..%2F..%2Fetc/passwd/manifests/latest"),
                 "NAME_INVALID",
             ),
-            (format!("{base}/ipfs/{cid}/tags/list"), "NAME_UNKNOWN"),
+            (format!("{base}/ipfs/{cid}/tags"), "NAME_UNKNOWN"),
             (
                 format!("{base}/library/nginx/manifests/latest"),
                 "NAME_UNKNOWN",

@@ -159,6 +159,9 @@ async fn serve(
     ns: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, RegistryError> {
+    if route.kind == Kind::Tags {
+        return tags_list(app, route, ns).await;
+    }
     let (dag, digest) = match &route.repository {
         Repository::Ipfs(cid) => {
             let dag = app
@@ -186,7 +189,32 @@ async fn serve(
             Ok(manifest_response(method, &digest, entry, bytes, app))
         }
         Kind::Blob => blob_response(app, method, &digest, entry, headers).await,
+        Kind::Tags => unreachable!("answered above"),
     }
+}
+
+/// `ipfs/<CID>` has one tag, `latest` (any tag resolves to the image); a mirrored repository has
+/// the tags of its catalog entries.
+async fn tags_list(app: &AppState, route: &Route, ns: Option<&str>) -> Result<Response, RegistryError> {
+    let (name, tags) = match &route.repository {
+        Repository::Ipfs(cid) => {
+            app.cache.get(cid).await.map_err(|e| cache_error(app, Kind::Manifest, &e))?;
+            (format!("ipfs/{}", ipfs_oci::content_id::to_base32(cid)), vec!["latest".to_owned()])
+        }
+        Repository::Mirror(repo) => {
+            let ns = ns.ok_or_else(|| RegistryError::new(ErrorCode::NameUnknown, "mirror requests need the ?ns=<registry> parameter"))?;
+            let mut tags: Vec<String> = app.catalog.for_repository(ns, repo).into_iter().filter_map(|e| e.tag).collect();
+            if tags.is_empty() {
+                return Err(RegistryError::new(ErrorCode::NameUnknown, format!("{ns}/{repo} is not held in IPFS")));
+            }
+            tags.sort();
+            tags.dedup();
+            (repo.clone(), tags)
+        }
+    };
+    let mut response = axum::Json(serde_json::json!({"name": name, "tags": tags})).into_response();
+    api_version_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// Mirror mode: only images in the catalog, only under the registry they came from.
@@ -251,7 +279,7 @@ fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
             ErrorCode::ManifestUnknown,
             format!("manifest {digest} is not part of this image"),
         ),
-        Kind::Blob => RegistryError::new(
+        Kind::Blob | Kind::Tags => RegistryError::new(
             ErrorCode::BlobUnknown,
             format!("blob {digest} is not part of this image"),
         ),

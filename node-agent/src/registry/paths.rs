@@ -19,6 +19,8 @@ pub enum Repository {
 pub enum Kind {
     Manifest,
     Blob,
+    /// `/tags/list` (skopeo inspect asks for it).
+    Tags,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,14 @@ const MAX_NAME: usize = 255;
 
 /// Parse the part of the path after `/v2/`.
 pub fn parse(rest: &str) -> Result<Route, RegistryError> {
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        validate_name(name)?;
+        let repository = match name.strip_prefix("ipfs/") {
+            Some(cid) => Repository::Ipfs(parse_cid(cid).map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?),
+            None => Repository::Mirror(name.to_owned()),
+        };
+        return Ok(Route { repository, kind: Kind::Tags, target: Target::Tag(String::new()) });
+    }
     let (name, kind, reference) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
         (n, Kind::Manifest, r)
     } else if let Some((n, r)) = rest.rsplit_once("/blobs/") {
@@ -117,7 +127,7 @@ fn parse_target(kind: Kind, reference: &str) -> Result<Target, RegistryError> {
             ErrorCode::ManifestUnknown,
             format!("invalid tag {:?}", truncate(reference)),
         )),
-        (Kind::Blob, _) => Err(RegistryError::new(
+        (Kind::Blob | Kind::Tags, _) => Err(RegistryError::new(
             ErrorCode::DigestInvalid,
             format!(
                 "blobs are addressed by digest, got {:?}",
@@ -178,7 +188,7 @@ mod tests {
                 "library/nginx/manifests/bad$tag",
                 ErrorCode::ManifestUnknown,
             ),
-            ("library/nginx/tags/list", ErrorCode::NameUnknown),
+            ("library/nginx/tags", ErrorCode::NameUnknown),
         ];
         for (path, code) in cases {
             let err = parse(path).unwrap_err();
