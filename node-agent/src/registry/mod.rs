@@ -195,17 +195,40 @@ async fn serve(
 
 /// `ipfs/<CID>` has one tag, `latest` (any tag resolves to the image); a mirrored repository has
 /// the tags of its catalog entries.
-async fn tags_list(app: &AppState, route: &Route, ns: Option<&str>) -> Result<Response, RegistryError> {
+async fn tags_list(
+    app: &AppState,
+    route: &Route,
+    ns: Option<&str>,
+) -> Result<Response, RegistryError> {
     let (name, tags) = match &route.repository {
         Repository::Ipfs(cid) => {
-            app.cache.get(cid).await.map_err(|e| cache_error(app, Kind::Manifest, &e))?;
-            (format!("ipfs/{}", ipfs_oci::content_id::to_base32(cid)), vec!["latest".to_owned()])
+            app.cache
+                .get(cid)
+                .await
+                .map_err(|e| cache_error(app, Kind::Manifest, &e))?;
+            (
+                format!("ipfs/{}", ipfs_oci::content_id::to_base32(cid)),
+                vec!["latest".to_owned()],
+            )
         }
         Repository::Mirror(repo) => {
-            let ns = ns.ok_or_else(|| RegistryError::new(ErrorCode::NameUnknown, "mirror requests need the ?ns=<registry> parameter"))?;
-            let mut tags: Vec<String> = app.catalog.for_repository(ns, repo).into_iter().filter_map(|e| e.tag).collect();
+            let ns = ns.ok_or_else(|| {
+                RegistryError::new(
+                    ErrorCode::NameUnknown,
+                    "mirror requests need the ?ns=<registry> parameter",
+                )
+            })?;
+            let mut tags: Vec<String> = app
+                .catalog
+                .for_repository(ns, repo)
+                .into_iter()
+                .filter_map(|e| e.tag)
+                .collect();
             if tags.is_empty() {
-                return Err(RegistryError::new(ErrorCode::NameUnknown, format!("{ns}/{repo} is not held in IPFS")));
+                return Err(RegistryError::new(
+                    ErrorCode::NameUnknown,
+                    format!("{ns}/{repo} is not held in IPFS"),
+                ));
             }
             tags.sort();
             tags.dedup();

@@ -43,10 +43,17 @@ pub fn parse(rest: &str) -> Result<Route, RegistryError> {
     if let Some(name) = rest.strip_suffix("/tags/list") {
         validate_name(name)?;
         let repository = match name.strip_prefix("ipfs/") {
-            Some(cid) => Repository::Ipfs(parse_cid(cid).map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?),
+            Some(cid) => Repository::Ipfs(
+                parse_cid(cid)
+                    .map_err(|e| RegistryError::new(ErrorCode::NameInvalid, e.to_string()))?,
+            ),
             None => Repository::Mirror(name.to_owned()),
         };
-        return Ok(Route { repository, kind: Kind::Tags, target: Target::Tag(String::new()) });
+        return Ok(Route {
+            repository,
+            kind: Kind::Tags,
+            target: Target::Tag(String::new()),
+        });
     }
     let (name, kind, reference) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
         (n, Kind::Manifest, r)
