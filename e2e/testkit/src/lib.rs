@@ -59,7 +59,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// reqwest needs a TLS crypto provider even for plain HTTP; install ring's once.
-pub(crate) fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
+pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
