@@ -7,7 +7,19 @@ bash e2e/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
-cargo test --workspace --no-fail-fast
-if [ -x e2e/chart/test.sh ] || [ -f e2e/chart/test.sh ]; then
-  bash e2e/chart/test.sh
-fi
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+status=0
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logs/cargo.log" || status=1
+bash e2e/chart/test.sh 2>&1 | tee "$logs/chart.log" || status=1
+
+# One closing line for the whole run: cargo's per-binary results plus the chart checks.
+read -r passed failed < <(
+  { grep -E '^test result:' "$logs/cargo.log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
+    grep -E '^[0-9]+ passed, [0-9]+ failed$' "$logs/chart.log" | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/'
+  } | awk '{p += $1; f += $2} END {print p + 0, f + 0}')
+[ "$failed" -eq 0 ] || status=1
+[ "$passed" -gt 0 ] || { echo "no test ran" >&2; status=1; }
+echo "total: $passed passed, $failed failed"
+exit "$status"
