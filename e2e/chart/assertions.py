@@ -25,17 +25,17 @@ def triples(rules):
 
 EXPECTED_RBAC = {
     "operator": triples([
-        (["ipfsimage.dev"], ["ipfsimages"], ["get", "list", "watch", "patch", "update"]),
-        (["ipfsimage.dev"], ["ipfsimages/status"], ["get", "patch", "update"]),
-        (["ipfsimage.dev"], ["ipfsimages/finalizers"], ["update"]),
+        (["ipfsimage.dev"], ["ipfsimages"], ["list", "watch", "patch"]),
+        (["ipfsimage.dev"], ["ipfsimages/status"], ["patch"]),
         ([""], ["secrets"], ["get"]),
         (["events.k8s.io"], ["events"], ["create", "patch"]),
         (["coordination.k8s.io"], ["leases"], ["get", "create", "update"]),
     ]),
     "agent": triples([
-        (["ipfsimage.dev"], ["ipfsimages"], ["get", "list", "watch"]),
-        (["ipfsimage.dev"], ["ipfsimages/status"], ["get", "patch"]),
-        ([""], ["pods"], ["get", "list", "watch", "patch"]),
+        (["ipfsimage.dev"], ["ipfsimages"], ["list", "watch"]),
+        (["ipfsimage.dev"], ["ipfsimages/status"], ["patch"]),
+        ([""], ["nodes"], ["list", "watch"]),
+        ([""], ["pods"], ["list", "watch", "patch"]),
     ]),
 }
 

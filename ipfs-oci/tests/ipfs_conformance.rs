@@ -205,3 +205,30 @@ fn unreachable_daemon_is_reported_as_unavailable() {
         );
     });
 }
+
+#[test]
+fn swarm_connect_joins_two_daemons() {
+    for kind in available_ipfs_kinds() {
+        let a = IpfsDaemon::start_kind(kind).expect("start ipfs a");
+        let b = IpfsDaemon::start_kind(kind).expect("start ipfs b");
+        let client_a = KuboClient::new(&a.api_url, KuboOptions::default()).unwrap();
+        block_on(async {
+            let before = client_a.swarm_peers().await.expect("swarm/peers");
+            assert!(
+                before.iter().all(|p| p.peer_id != b.peer_id),
+                "{kind:?}: no bootstrap, so not connected yet: {before:?}"
+            );
+            client_a
+                .swarm_connect(&b.swarm_multiaddr())
+                .await
+                .expect("swarm/connect");
+            let peers = client_a.swarm_peers().await.expect("swarm/peers");
+            let found = peers
+                .iter()
+                .find(|p| p.peer_id == b.peer_id)
+                .unwrap_or_else(|| panic!("{kind:?}: b not among a's peers: {peers:?}"));
+            assert!(found.addr.contains("/tcp/"), "{found:?}");
+        });
+        eprintln!("swarm: {kind:?} passed");
+    }
+}

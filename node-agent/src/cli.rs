@@ -72,6 +72,44 @@ pub struct ServeArgs {
     /// Resolved images kept in memory.
     #[arg(long, env = "AGENT_CACHE_ENTRIES", default_value_t = 4096)]
     pub cache_entries: usize,
+
+    /// Run inside a Kubernetes cluster: mirror catalog from IpfsImage objects, prefetch pins,
+    /// this node's status entries, peering. Default: on when `KUBERNETES_SERVICE_HOST` is set.
+    #[arg(long, env = "AGENT_KUBERNETES", num_args = 0..=1, default_missing_value = "true")]
+    pub kubernetes: Option<bool>,
+
+    /// Name of this node (from the downward API `spec.nodeName`); required with `--kubernetes`.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory of the agent's own state (the record of the pins it made).
+    #[arg(
+        long,
+        env = "AGENT_STATE_DIR",
+        default_value = "/var/lib/ipfs-image-agent"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Least time between two writes of this node's status entry on the same IpfsImage.
+    #[arg(long, env = "AGENT_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub status_interval: Duration,
+
+    /// Label selector of the agent Pods (in this Pod's namespace) whose IPFS peers to connect to,
+    /// e.g. `app.kubernetes.io/name=ipfs-image,app.kubernetes.io/component=agent`.
+    #[arg(long, env = "AGENT_PEER_SELECTOR")]
+    pub peer_selector: Option<String>,
+
+    /// How often to reconnect to every known peer (re-peers a restarted IPFS daemon).
+    #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub peer_interval: Duration,
+
+    /// This agent's Pod name (downward API), where it publishes its IPFS peer.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This agent's Pod namespace (downward API).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod cache;
 mod catalog;
 mod cli;
+mod cluster;
 mod containerd_hosts;
 mod metrics;
 mod registry;

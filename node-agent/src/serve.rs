@@ -14,6 +14,7 @@ use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use crate::cache::DagCache;
 use crate::catalog::{Catalog, watch_file};
 use crate::cli::ServeArgs;
+use crate::cluster;
 use crate::metrics::Metrics;
 use crate::registry::{AppState, router};
 
@@ -27,10 +28,26 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
     let ipfs = Arc::new(KuboClient::new(ipfs_api, options)?);
     let metrics = Metrics::new();
     let catalog = Arc::new(Catalog::default());
+    let kubernetes = args
+        .kubernetes
+        .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
+    // In a cluster with a file too, the file loads into its own catalog and the cluster side
+    // serves the union of both.
+    let file_catalog = match (&args.images, kubernetes) {
+        (Some(_), true) => Some(Arc::new(Catalog::default())),
+        _ => None,
+    };
     if let Some(path) = &args.images {
-        watch_file(catalog.clone(), path.clone(), Duration::from_secs(2))?;
-        tracing::info!(path = %path.display(), images = catalog.snapshot().len(), "catalog loaded");
+        let target = file_catalog.clone().unwrap_or_else(|| catalog.clone());
+        watch_file(target.clone(), path.clone(), Duration::from_secs(2))?;
+        catalog.replace(target.snapshot().to_vec());
+        tracing::info!(path = %path.display(), images = target.snapshot().len(), "catalog loaded");
     }
+    let _cluster = if kubernetes {
+        Some(start_cluster(ipfs_api, &args, catalog.clone(), file_catalog).await?)
+    } else {
+        None
+    };
     let cache = DagCache::new(
         ipfs.clone(),
         args.resolve_timeout,
@@ -66,6 +83,45 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         .await?;
     tracing::info!("registry stopped");
     Ok(())
+}
+
+async fn start_cluster(
+    ipfs_api: &str,
+    args: &ServeArgs,
+    catalog: Arc<Catalog>,
+    file_catalog: Option<Arc<Catalog>>,
+) -> Result<cluster::ClusterAgent> {
+    let node_name = args
+        .node_name
+        .clone()
+        .context("--node-name (NODE_NAME) is required in a cluster")?;
+    // Pins walk (and fetch) whole images: long deadlines, and no idle timeout shorter than a pin.
+    let options = KuboOptions {
+        pin_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
+        ..KuboOptions::default()
+    };
+    let ipfs = Arc::new(KuboClient::new(ipfs_api, options)?);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let config = cluster::ClusterConfig {
+        node_name,
+        state_dir: args.state_dir.clone(),
+        status_interval: args.status_interval,
+        pod: args.pod_namespace.clone().zip(args.pod_name.clone()),
+        peer_selector: args.peer_selector.clone(),
+        peer_interval: args.peer_interval,
+    };
+    tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");
+    cluster::start(
+        client,
+        ipfs,
+        catalog,
+        file_catalog,
+        config,
+        cluster::Reporter::default(),
+    )
 }
 
 fn health_router(ipfs: Arc<KuboClient>, metrics: Metrics) -> Router {

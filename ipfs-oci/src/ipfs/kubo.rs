@@ -15,7 +15,7 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Added, ByteRange, ByteStream, IpfsError, IpfsStore, NodeIdentity};
+use super::{Added, ByteRange, ByteStream, IpfsError, IpfsStore, NodeIdentity, SwarmPeer};
 use crate::content_id::{parse_cid, to_base32};
 
 /// Deadlines for talking to the daemon.
@@ -485,6 +485,49 @@ impl IpfsStore for KuboClient {
                 endpoint: ENDPOINT,
                 detail: v.to_string(),
             })
+    }
+
+    async fn swarm_connect(&self, addr: &str) -> Result<(), IpfsError> {
+        // Kubo answers `{"Strings":["connect <id> success"]}`; a failed dial is an error status.
+        let _: Value = self
+            .call_json(
+                "swarm/connect",
+                &[("arg", addr.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn swarm_peers(&self) -> Result<Vec<SwarmPeer>, IpfsError> {
+        const ENDPOINT: &str = "swarm/peers";
+        let v: Value = self
+            .call_json(ENDPOINT, &[], self.options.call_timeout)
+            .await?;
+        // `{"Peers":[{"Addr":…,"Peer":…}]}`; Kubo sends `"Peers":null` when there are none.
+        let peers = match v.get("Peers") {
+            Some(Value::Array(peers)) => peers,
+            Some(Value::Null) | None => return Ok(Vec::new()),
+            Some(other) => {
+                return Err(IpfsError::Decode {
+                    endpoint: ENDPOINT,
+                    detail: other.to_string(),
+                });
+            }
+        };
+        Ok(peers
+            .iter()
+            .filter_map(|p| {
+                Some(SwarmPeer {
+                    peer_id: p.get("Peer")?.as_str()?.to_owned(),
+                    addr: p
+                        .get("Addr")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                })
+            })
+            .collect())
     }
 }
 

@@ -122,4 +122,34 @@ pub trait IpfsStore: Send + Sync {
 
     fn id(&self) -> impl Future<Output = Result<NodeIdentity, IpfsError>> + Send;
     fn version(&self) -> impl Future<Output = Result<String, IpfsError>> + Send;
+
+    /// Open a swarm connection to a peer at `addr`, a multiaddr ending in `/p2p/<peer ID>`.
+    /// (Defaults to unsupported so that wrappers written before it still compile.)
+    fn swarm_connect(&self, addr: &str) -> impl Future<Output = Result<(), IpfsError>> + Send {
+        let _ = addr;
+        async {
+            Err(IpfsError::Api {
+                endpoint: "swarm/connect",
+                message: "not supported by this store".into(),
+            })
+        }
+    }
+
+    /// The peers the swarm is connected to now.
+    fn swarm_peers(&self) -> impl Future<Output = Result<Vec<SwarmPeer>, IpfsError>> + Send {
+        async {
+            Err(IpfsError::Api {
+                endpoint: "swarm/peers",
+                message: "not supported by this store".into(),
+            })
+        }
+    }
+}
+
+/// One open swarm connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmPeer {
+    pub peer_id: String,
+    /// The remote multiaddr of the connection (without `/p2p/…`).
+    pub addr: String,
 }

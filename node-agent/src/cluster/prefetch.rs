@@ -1,0 +1,207 @@
+//! Prefetch: pin `status.layoutCid` of every image whose `spec.prefetch.nodeSelector` matches
+//! this node; unpin (only what this agent pinned) when the object goes or stops matching; and
+//! report the outcome as this node's status entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipfs_image_api::{IpfsImage, NodeStatus};
+use ipfs_oci::content_id::{parse_cid, to_base32};
+use ipfs_oci::ipfs::IpfsStore;
+use tokio::time::Instant;
+
+use super::images::{Images, ImagesRx};
+use super::node::{Labels, LabelsRx, matches};
+use super::pin_state::PinState;
+use super::status::StatusWriter;
+use super::{Report, Reporter};
+
+/// A failed pin or unpin is tried again after this long (or on the next change).
+const RETRY: Duration = Duration::from_secs(60);
+
+/// The images this node should hold: object key → layout CID (base32), or why it cannot.
+pub fn wanted(
+    images: &Images,
+    labels: &Labels,
+) -> BTreeMap<(String, String), Result<String, String>> {
+    images
+        .iter()
+        .filter(|(_, obj)| {
+            obj.spec
+                .prefetch
+                .as_ref()
+                .is_some_and(|p| matches(&p.node_selector, labels))
+        })
+        .map(|(k, obj)| {
+            let layout = obj.status.as_ref().and_then(|s| s.layout_cid.as_deref());
+            let want = match layout {
+                None => Err("waiting for the image to be imported".to_owned()),
+                Some(s) => parse_cid(s)
+                    .map(|c| to_base32(&c))
+                    .map_err(|e| format!("invalid status.layoutCid: {e}")),
+            };
+            (k.clone(), want)
+        })
+        .collect()
+}
+
+pub async fn run<S: IpfsStore>(
+    ipfs: Arc<S>,
+    mut images: ImagesRx,
+    mut labels: LabelsRx,
+    mut pins: PinState,
+    mut writer: StatusWriter,
+    node: String,
+    reporter: Reporter,
+) {
+    let mut retry_at: Option<Instant> = None;
+    let mut dirty = true;
+    loop {
+        let snapshot = images.borrow_and_update().clone();
+        let node_labels = labels.borrow_and_update().clone();
+        if let (Some(snapshot), Some(node_labels)) = (snapshot, node_labels) {
+            if dirty || retry_at.is_some_and(|t| Instant::now() >= t) {
+                let failed = pass(
+                    &*ipfs,
+                    &snapshot,
+                    &node_labels,
+                    &mut pins,
+                    &mut writer,
+                    &node,
+                    &reporter,
+                )
+                .await;
+                retry_at = failed.then(|| Instant::now() + RETRY);
+            }
+            writer.flush().await;
+        }
+        dirty = false;
+        let wake = [retry_at, writer.next_due()].into_iter().flatten().min();
+        tokio::select! {
+            r = images.changed() => { if r.is_err() { return; } dirty = true; }
+            r = labels.changed() => { if r.is_err() { return; } dirty = true; }
+            _ = sleep_until(wake) => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One pass: pin what is wanted, unpin what this agent pinned and is no longer wanted, and set
+/// the status entries. Returns whether anything failed (to retry later).
+async fn pass<S: IpfsStore>(
+    ipfs: &S,
+    images: &Images,
+    labels: &Labels,
+    pins: &mut PinState,
+    writer: &mut StatusWriter,
+    node: &str,
+    reporter: &Reporter,
+) -> bool {
+    let wanted = wanted(images, labels);
+    let mut failed = false;
+    let (mut pinned_now, mut unpinned_now) = (Vec::new(), Vec::new());
+    // CID → Ok(()) when the node holds it pinned, Err(message) otherwise.
+    let mut outcome: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    for cid in wanted.values().filter_map(|w| w.as_ref().ok()) {
+        if outcome.contains_key(cid) {
+            continue;
+        }
+        let result = ensure_pinned(ipfs, pins, cid).await;
+        match &result {
+            Ok(true) => pinned_now.push(cid.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                failed = true;
+                tracing::warn!(cid, error = %e, "prefetch pin failed");
+            }
+        }
+        outcome.insert(cid.clone(), result.map(|_| ()));
+    }
+    let keep: BTreeSet<&String> = outcome.keys().collect();
+    let stale: Vec<String> = pins.pins().filter(|c| !keep.contains(c)).cloned().collect();
+    for cid in stale {
+        let result = match parse_cid(&cid) {
+            Ok(c) => ipfs.pin_rm(&c).await.map_err(|e| e.to_string()),
+            Err(_) => Ok(()), // never a pin of ours: drop the bad record
+        };
+        match result.map(|()| pins.remove(&cid)) {
+            Ok(Ok(())) => {
+                tracing::info!(cid, "prefetch pin removed");
+                unpinned_now.push(cid);
+            }
+            Ok(Err(e)) => {
+                failed = true;
+                tracing::warn!(cid, error = %format!("{e:#}"), "pin state not saved");
+            }
+            Err(e) => {
+                failed = true;
+                tracing::warn!(cid, error = %e, "prefetch unpin failed");
+            }
+        }
+    }
+    for (k, obj) in images {
+        let entry = wanted.get(k).map(|w| node_entry(node, obj, w, &outcome));
+        writer.want(k.clone(), obj, entry);
+    }
+    writer.retain(|k| images.contains_key(k));
+    reporter.send(Report::Prefetch {
+        pinned: pinned_now,
+        unpinned: unpinned_now,
+    });
+    failed
+}
+
+/// Make sure `cid` is pinned. `Ok(true)`: this agent pinned it now.
+async fn ensure_pinned<S: IpfsStore>(
+    ipfs: &S,
+    pins: &mut PinState,
+    cid: &str,
+) -> Result<bool, String> {
+    let c = parse_cid(cid).map_err(|e| e.to_string())?;
+    if ipfs.is_pinned(&c).await.map_err(|e| e.to_string())? {
+        // Ours or someone else's: either way held, and a foreign pin is not recorded as ours.
+        return Ok(false);
+    }
+    // Record first (see pin_state): a crash after this leaves only a harmless record.
+    pins.insert(cid).map_err(|e| format!("{e:#}"))?;
+    ipfs.pin_add(&c).await.map_err(|e| e.to_string())?;
+    tracing::info!(cid, "prefetch pin added");
+    Ok(true)
+}
+
+fn node_entry(
+    node: &str,
+    obj: &IpfsImage,
+    want: &Result<String, String>,
+    outcome: &BTreeMap<String, Result<(), String>>,
+) -> NodeStatus {
+    let status = obj.status.as_ref();
+    let result = match want {
+        Ok(cid) => outcome
+            .get(cid)
+            .cloned()
+            .unwrap_or(Err("not pinned yet".into())),
+        Err(why) => Err(why.clone()),
+    };
+    let pinned = result.is_ok();
+    NodeStatus {
+        node: node.to_owned(),
+        cid: status.and_then(|s| s.cid.clone()),
+        pinned,
+        // The whole DAG is local once the recursive pin holds.
+        bytes: if pinned {
+            status.and_then(|s| s.size)
+        } else {
+            None
+        },
+        message: result.err(),
+        last_transition_time: None,
+    }
+}
