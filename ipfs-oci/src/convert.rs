@@ -14,6 +14,10 @@ use serde_json::{Map, Value, json};
 
 use crate::content_id::{ipfs_url, raw_cid_for_digest, to_base32};
 use crate::digest::{Digest, verify_bytes};
+use crate::estargz::{
+    EstargzLayer, EstargzOptions, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
+    stream::convert_stream,
+};
 use crate::format::{
     MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, Platform, RootDescriptor, annotation,
     media_type,
@@ -28,6 +32,9 @@ pub const CHUNK_SIZE: u64 = 262_144;
 pub struct ConvertOptions {
     /// Keep only these platforms of an index; empty keeps all.
     pub platforms: Vec<Platform>,
+    /// Convert gzip layers to eStargz (lazy pulling); the configs' `rootfs.diff_ids` follow.
+    /// Layers that already are eStargz, encrypted layers and other compressions are kept.
+    pub estargz: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +53,8 @@ pub struct ConvertedImage {
     /// Bytes of all distinct blobs (configs, layers, manifests), as stored.
     pub total_size: u64,
     pub blob_count: usize,
+    /// Distinct layers converted to eStargz (0 unless `ConvertOptions::estargz`).
+    pub estargz_layers: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +90,7 @@ pub async fn convert<S: IpfsStore>(
         reference,
         options,
         blobs: BTreeMap::new(),
+        estargz: BTreeMap::new(),
         platforms: Vec::new(),
         manifests_seen: 0,
     };
@@ -152,6 +162,7 @@ pub async fn convert<S: IpfsStore>(
         platforms,
         total_size,
         blob_count: job.blobs.len(),
+        estargz_layers: job.estargz.values().filter(|c| c.is_some()).count(),
     })
 }
 
@@ -162,6 +173,8 @@ struct Job<'a, S> {
     options: &'a ConvertOptions,
     /// Every blob of the layout: digest → (CID, size). Also the de-duplication table.
     blobs: BTreeMap<Digest, (Cid, u64)>,
+    /// Source gzip layer digest → its eStargz version (`None`: kept as it is).
+    estargz: BTreeMap<Digest, Option<(EstargzLayer, Cid)>>,
     platforms: Vec<Platform>,
     manifests_seen: usize,
 }
@@ -378,18 +391,25 @@ impl<S: IpfsStore> Job<'_, S> {
     ) -> Result<(Value, Option<Platform>), ConvertError> {
         let mut manifest: Value = serde_json::from_slice(&raw.bytes)
             .map_err(|e| ConvertError::Invalid(format!("manifest: {e}")))?;
-        let config = manifest
-            .get_mut("config")
-            .ok_or_else(|| ConvertError::Invalid("manifest without config".into()))?;
-        let (config_digest, config_size, _) = descriptor_digest(config)?;
-        let config_cid = self.rewrite_descriptor(config).await?;
+        if manifest.get("config").is_none() {
+            return Err(ConvertError::Invalid("manifest without config".into()));
+        }
         let layers = manifest
             .get_mut("layers")
             .and_then(Value::as_array_mut)
             .ok_or_else(|| ConvertError::Invalid("manifest without layers".into()))?;
+        // Layers first: a layer converted to eStargz changes its diff_id in the config.
+        let mut diff_ids = Vec::with_capacity(layers.len());
         for layer in layers.iter_mut() {
-            self.rewrite_descriptor(layer).await?;
+            diff_ids.push(self.rewrite_layer(layer).await?);
         }
+        let config = manifest.get_mut("config").expect("checked above");
+        let (config_cid, config_digest, config_size) = if diff_ids.iter().any(Option::is_some) {
+            self.rewrite_config(config, &diff_ids).await?
+        } else {
+            let (digest, size, _) = descriptor_digest(config)?;
+            (self.rewrite_descriptor(config).await?, digest, size)
+        };
         manifest["mediaType"] = media_type::OCI_MANIFEST.into();
         let platform = self
             .config_platform(config_cid, config_digest, config_size)
@@ -404,6 +424,166 @@ impl<S: IpfsStore> Job<'_, S> {
         desc["mediaType"] = media_type::to_oci(&mt).into();
         desc["urls"] = json!([ipfs_url(&cid)]);
         Ok(cid)
+    }
+
+    /// Store a layer, as eStargz when asked and possible; returns its new diff_id if converted.
+    async fn rewrite_layer(&mut self, desc: &mut Value) -> Result<Option<Digest>, ConvertError> {
+        let (digest, size, mt) = descriptor_digest(desc)?;
+        let already = desc
+            .get("annotations")
+            .and_then(|a| a.get(TOC_DIGEST_ANNOTATION))
+            .is_some();
+        let gzip = mt == media_type::OCI_LAYER_GZIP || mt == media_type::DOCKER_LAYER_GZIP;
+        if !self.options.estargz || !gzip || already {
+            if self.options.estargz && !self.estargz.contains_key(&digest) {
+                let why = if already {
+                    "it already is eStargz"
+                } else if mt.contains("+encrypted") {
+                    "it is encrypted (ocicrypt): its content cannot be re-compressed without the keys"
+                } else {
+                    "only gzip layers are converted"
+                };
+                tracing::info!(%digest, media_type = %mt, "keeping the layer as it is: {why}");
+                self.estargz.insert(digest, None);
+            }
+            self.rewrite_descriptor(desc).await?;
+            return Ok(None);
+        }
+        let Some((layer, cid)) = self.store_estargz(digest, size).await? else {
+            self.rewrite_descriptor(desc).await?;
+            return Ok(None);
+        };
+        desc["mediaType"] = media_type::OCI_LAYER_GZIP.into();
+        desc["digest"] = layer.digest.to_string().into();
+        desc["size"] = layer.size.into();
+        desc["urls"] = json!([ipfs_url(&cid)]);
+        let obj = desc
+            .as_object_mut()
+            .ok_or_else(|| ConvertError::Invalid("layer descriptor is not an object".into()))?;
+        let annotations = obj.entry("annotations").or_insert_with(|| json!({}));
+        let a = annotations
+            .as_object_mut()
+            .ok_or_else(|| ConvertError::Invalid("layer annotations are not an object".into()))?;
+        a.insert(
+            TOC_DIGEST_ANNOTATION.into(),
+            layer.toc_digest.to_string().into(),
+        );
+        a.insert(
+            UNCOMPRESSED_SIZE_ANNOTATION.into(),
+            layer.uncompressed_size.to_string().into(),
+        );
+        Ok(Some(layer.diff_id))
+    }
+
+    /// Stream a gzip layer from the registry through the eStargz writer into IPFS. `None` when
+    /// the layer cannot be converted (it is then stored as it is).
+    async fn store_estargz(
+        &mut self,
+        digest: Digest,
+        size: u64,
+    ) -> Result<Option<(EstargzLayer, Cid)>, ConvertError> {
+        if let Some(done) = self.estargz.get(&digest) {
+            return Ok(done.clone());
+        }
+        let stream = self
+            .source
+            .blob_stream(self.reference, digest, size)
+            .await?;
+        let started = std::time::Instant::now();
+        let (out, task) = convert_stream(stream, EstargzOptions::default());
+        let added = self.ipfs.add(out).await;
+        let converted = task
+            .await
+            .map_err(|e| ConvertError::Invalid(format!("eStargz conversion of {digest}: {e}")))?;
+        let layer = match converted {
+            Ok(layer) => layer,
+            Err(e) if e.is_format() => {
+                tracing::warn!(%digest, error = %e, "keeping the layer as it is: it cannot be converted to eStargz");
+                self.estargz.insert(digest, None);
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "eStargz conversion failed");
+                // The stream into IPFS ended with an error, so `add` failed too: report that
+                // (retried like any other transfer failure) unless it somehow succeeded.
+                return Err(match added {
+                    Err(ipfs) => ipfs.into(),
+                    Ok(_) => ConvertError::Invalid(format!("layer {digest}: {e}")),
+                });
+            }
+        };
+        let added = added?;
+        self.check_cid(layer.digest, layer.size, &added.cid)?;
+        tracing::info!(
+            source = %digest,
+            source_size = size,
+            %layer.digest,
+            layer.size,
+            toc_digest = %layer.toc_digest,
+            toc_entries = layer.toc_entries,
+            cid = %to_base32(&added.cid),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stored eStargz layer"
+        );
+        self.blobs.insert(layer.digest, (added.cid, layer.size));
+        let done = Some((layer, added.cid));
+        self.estargz.insert(digest, done.clone());
+        Ok(done)
+    }
+
+    /// The config with `rootfs.diff_ids` updated for the converted layers, stored; the
+    /// descriptor points at it. Returns its CID, digest and size.
+    async fn rewrite_config(
+        &mut self,
+        desc: &mut Value,
+        diff_ids: &[Option<Digest>],
+    ) -> Result<(Cid, Digest, u64), ConvertError> {
+        let (digest, size, mt) = descriptor_digest(desc)?;
+        if size > MAX_MANIFEST_BYTES {
+            return Err(ConvertError::Invalid(format!(
+                "config {digest} is {size} bytes, over the size limit"
+            )));
+        }
+        let mut stream = self
+            .source
+            .blob_stream(self.reference, digest, size)
+            .await?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk =
+                chunk.map_err(|e| ConvertError::Invalid(format!("config {digest}: {e}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        verify_bytes(&bytes, digest, Some(size))
+            .map_err(|e| ConvertError::Invalid(format!("config {digest}: {e}")))?;
+        let mut config: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ConvertError::Invalid(format!("config {digest}: {e}")))?;
+        let ids = config
+            .pointer_mut("/rootfs/diff_ids")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| {
+                ConvertError::Invalid(format!("config {digest} has no rootfs.diff_ids"))
+            })?;
+        if ids.len() != diff_ids.len() {
+            return Err(ConvertError::Invalid(format!(
+                "config {digest} has {} diff_ids for {} layers",
+                ids.len(),
+                diff_ids.len()
+            )));
+        }
+        for (id, new) in ids.iter_mut().zip(diff_ids) {
+            if let Some(new) = new {
+                *id = new.to_string().into();
+            }
+        }
+        let bytes = Bytes::from(serde_json::to_vec(&config).expect("JSON values serialize"));
+        let new_digest = Digest::of(&bytes);
+        let cid = self.store_small(&bytes, new_digest).await?;
+        desc["mediaType"] = media_type::to_oci(&mt).into();
+        desc["digest"] = new_digest.to_string().into();
+        desc["size"] = bytes.len().into();
+        desc["urls"] = json!([ipfs_url(&cid)]);
+        Ok((cid, new_digest, bytes.len() as u64))
     }
 
     /// The os/arch of an image config, read back from IPFS (configs are small JSON).

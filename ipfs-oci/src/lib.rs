@@ -4,6 +4,7 @@
 pub mod content_id;
 pub mod convert;
 pub mod digest;
+pub mod estargz;
 pub mod format;
 pub mod ipfs;
 pub mod resolve;

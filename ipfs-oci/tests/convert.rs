@@ -232,6 +232,7 @@ fn platform_selection_narrows_an_index() {
     block_on(async {
         let arm = ConvertOptions {
             platforms: vec!["linux/arm64".parse().unwrap()],
+            estargz: false,
         };
         let image = convert(&ipfs, &src, &r, &arm).await.unwrap();
         assert_eq!(image.platforms, vec!["linux/arm64".parse().unwrap()]);
@@ -245,6 +246,7 @@ fn platform_selection_narrows_an_index() {
 
         let none = ConvertOptions {
             platforms: vec!["linux/s390x".parse().unwrap()],
+            estargz: false,
         };
         let err = convert(&ipfs, &src, &r, &none).await.unwrap_err();
         assert!(

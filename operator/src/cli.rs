@@ -60,7 +60,7 @@ pub struct ConvertArgs {
     #[arg(long, env = "CONVERT_INSECURE")]
     pub insecure: bool,
 
-    /// Convert gzip layers to eStargz for lazy pulling (not available yet).
+    /// Convert gzip layers to eStargz for lazy pulling (stargz-snapshotter).
     #[arg(long, env = "CONVERT_ESTARGZ")]
     pub estargz: bool,
 

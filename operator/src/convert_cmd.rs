@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ipfs_oci::content_id::to_base32;
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::format::Platform;
@@ -14,9 +14,6 @@ use ipfs_oci::source::{
 use crate::cli::ConvertArgs;
 
 pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
-    if args.estargz {
-        bail!("--estargz is not implemented yet");
-    }
     let reference: Reference = args
         .image
         .parse()
@@ -38,13 +35,18 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         insecure: args.insecure,
         credentials,
     });
-    let image = convert(&ipfs, &source, &reference, &ConvertOptions { platforms }).await?;
+    let options = ConvertOptions {
+        platforms,
+        estargz: args.estargz,
+    };
+    let image = convert(&ipfs, &source, &reference, &options).await?;
     tracing::info!(
         index = %image.index_digest,
         source_digest = %image.source_digest,
         layout = %to_base32(&image.layout_cid),
         bytes = image.total_size,
         blobs = image.blob_count,
+        estargz_layers = image.estargz_layers,
         platforms = ?image.platforms.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "converted"
     );

@@ -282,7 +282,10 @@ async fn import<S: IpfsStore>(
         &ctx.ipfs,
         &registry,
         reference,
-        &ConvertOptions { platforms },
+        &ConvertOptions {
+            platforms,
+            estargz: obj.spec.estargz,
+        },
     )
     .await?;
     ctx.metrics
