@@ -4,7 +4,7 @@
 # on PATH, the pinned js-ipfs test daemon under e2e/.deps/jsipfs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter)
+pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

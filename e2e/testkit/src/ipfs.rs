@@ -1,7 +1,8 @@
 //! An IPFS daemon speaking the Kubo RPC API: Kubo (`ipfs` on PATH) when present, else js-ipfs
 //! installed by `e2e/deps.sh`. Both are configured the same way: API on 127.0.0.1, swarm on
-//! 127.0.0.1, empty Bootstrap, MDNS off, no routing, no autoconf — nothing dials the internet.
+//! 127.0.0.1 (or a given address: a node's veth in a multi-node test), empty Bootstrap, MDNS off, no routing, no autoconf — nothing dials the internet.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -52,10 +53,41 @@ pub fn available_ipfs_kinds() -> Vec<IpfsKind> {
     kinds
 }
 
+/// Where a daemon listens. The API is always on 127.0.0.1 (of the namespace it runs in); the
+/// swarm on `swarm_ip` (a node's veth address in a multi-node test). Ports default to free ones;
+/// give the old ones to restart a daemon where its agent and peers expect it.
+#[derive(Debug, Clone, Copy)]
+pub struct IpfsNet {
+    pub swarm_ip: Ipv4Addr,
+    pub api_port: Option<u16>,
+    pub swarm_port: Option<u16>,
+}
+
+impl Default for IpfsNet {
+    fn default() -> Self {
+        Self {
+            swarm_ip: Ipv4Addr::LOCALHOST,
+            api_port: None,
+            swarm_port: None,
+        }
+    }
+}
+
+impl IpfsNet {
+    pub fn swarm_on(ip: Ipv4Addr) -> Self {
+        Self {
+            swarm_ip: ip,
+            ..Self::default()
+        }
+    }
+}
+
 pub struct IpfsDaemon {
     pub kind: IpfsKind,
     /// `http://127.0.0.1:<port>`
     pub api_url: String,
+    pub api_port: u16,
+    pub swarm_ip: Ipv4Addr,
     pub swarm_port: u16,
     pub peer_id: String,
     pub repo: PathBuf,
@@ -66,21 +98,25 @@ pub struct IpfsDaemon {
 impl IpfsDaemon {
     /// The preferred daemon: `IPFS_IMPL=kubo|js` if set, else Kubo when on PATH, else js-ipfs.
     pub fn start() -> Result<Self> {
-        let kind = match std::env::var("IPFS_IMPL").as_deref() {
-            Ok("kubo") => IpfsKind::Kubo,
-            Ok("js") => IpfsKind::JsIpfs,
-            _ => available_ipfs_kinds()[0],
-        };
-        Self::start_kind(kind)
+        Self::start_kind(preferred_kind())
+    }
+
+    /// The preferred daemon with its swarm (and ports) as `net` says.
+    pub fn start_with(net: IpfsNet) -> Result<Self> {
+        Self::start_kind_with(preferred_kind(), net)
     }
 
     pub fn start_kind(kind: IpfsKind) -> Result<Self> {
+        Self::start_kind_with(kind, IpfsNet::default())
+    }
+
+    pub fn start_kind_with(kind: IpfsKind, net: IpfsNet) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("testkit-ipfs-").tempdir()?;
         let repo = dir.path().join("repo");
         // A port taken between our probe and the daemon's bind is retried with new ports.
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_in(kind, &repo) {
+            match Self::start_in_with(kind, &repo, net) {
                 Ok(mut d) => {
                     d._dir = Some(dir);
                     return Ok(d);
@@ -96,7 +132,13 @@ impl IpfsDaemon {
 
     /// Start (or restart) a daemon on an existing or new repo at `repo`.
     pub fn start_in(kind: IpfsKind, repo: &Path) -> Result<Self> {
-        let (api, swarm) = (free_port(), free_port());
+        Self::start_in_with(kind, repo, IpfsNet::default())
+    }
+
+    /// Start (or restart) a daemon on `repo`, listening as `net` says.
+    pub fn start_in_with(kind: IpfsKind, repo: &Path, net: IpfsNet) -> Result<Self> {
+        let api = net.api_port.unwrap_or_else(free_port);
+        let swarm = net.swarm_port.unwrap_or_else(free_port);
         let fresh = !repo.join("config").exists();
         if fresh {
             std::fs::create_dir_all(repo)?;
@@ -111,7 +153,7 @@ impl IpfsDaemon {
                 );
             }
         }
-        configure(kind, repo, api, swarm)?;
+        configure(kind, repo, api, net.swarm_ip, swarm)?;
         let mut cmd = base_command(kind, repo);
         cmd.arg("daemon");
         if kind == IpfsKind::JsIpfs {
@@ -126,6 +168,8 @@ impl IpfsDaemon {
         let mut this = Self {
             kind,
             api_url: format!("http://127.0.0.1:{api}"),
+            api_port: api,
+            swarm_ip: net.swarm_ip,
             swarm_port: swarm,
             peer_id,
             repo: repo.to_owned(),
@@ -155,9 +199,18 @@ impl IpfsDaemon {
     /// Multiaddr other nodes dial to reach this one.
     pub fn swarm_multiaddr(&self) -> String {
         format!(
-            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-            self.swarm_port, self.peer_id
+            "/ip4/{}/tcp/{}/p2p/{}",
+            self.swarm_ip, self.swarm_port, self.peer_id
         )
+    }
+
+    /// Where this daemon listens: give it to `start_in_with` to restart it on the same ports.
+    pub fn net(&self) -> IpfsNet {
+        IpfsNet {
+            swarm_ip: self.swarm_ip,
+            api_port: Some(self.api_port),
+            swarm_port: Some(self.swarm_port),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,14 +222,27 @@ impl IpfsDaemon {
         self.daemon.stop();
     }
 
-    /// Kill the daemon abruptly.
+    /// Kill the daemon abruptly. js-ipfs's repo lock (a directory, unlike Kubo's flock) outlives
+    /// a killed daemon; the daemon was ours and is reaped, so its lock is removed here, as a
+    /// supervisor restarting a crashed node would, so that `start_in` can reuse the repo.
     pub fn kill(&mut self) {
         self.daemon.kill();
+        if self.kind == IpfsKind::JsIpfs {
+            let _ = std::fs::remove_dir_all(self.repo.join("repo.lock"));
+        }
     }
 
     /// Take ownership of the repo directory (so a restarted daemon can reuse it).
     pub fn keep_repo(&mut self) -> Option<tempfile::TempDir> {
         self._dir.take()
+    }
+}
+
+fn preferred_kind() -> IpfsKind {
+    match std::env::var("IPFS_IMPL").as_deref() {
+        Ok("kubo") => IpfsKind::Kubo,
+        Ok("js") => IpfsKind::JsIpfs,
+        _ => available_ipfs_kinds()[0],
     }
 }
 
@@ -199,7 +265,7 @@ fn init_args(kind: IpfsKind) -> &'static [&'static str] {
 }
 
 /// Loopback only, and nothing that could reach the internet.
-fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm: u16) -> Result<()> {
+fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm_ip: Ipv4Addr, swarm: u16) -> Result<()> {
     let path = repo.join("config");
     let mut c: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let addresses = c["Addresses"]
@@ -215,7 +281,7 @@ fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm: u16) -> Result<()> {
     };
     addresses.insert(
         "Swarm".into(),
-        json!([format!("/ip4/127.0.0.1/tcp/{swarm}")]),
+        json!([format!("/ip4/{swarm_ip}/tcp/{swarm}")]),
     );
     addresses.insert("Announce".into(), json!([]));
     addresses.insert("NoAnnounce".into(), json!([]));

@@ -8,13 +8,15 @@ mod agent;
 mod containerd;
 mod images;
 mod ipfs;
+mod netns;
 mod process;
 mod registry;
 
 pub use agent::{Agent, sum_metric};
 pub use containerd::Containerd;
 pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout};
-pub use ipfs::{IpfsDaemon, IpfsKind, available_ipfs_kinds};
+pub use ipfs::{IpfsDaemon, IpfsKind, IpfsNet, available_ipfs_kinds};
+pub use netns::{NetNode, Netns, TestNet};
 pub use process::{Daemon, free_port, wait_until};
 pub use registry::Registry;
 

@@ -3,6 +3,7 @@
 //! process, because the signal fires when the *thread* that forked exits).
 
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -36,8 +37,23 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Start `cmd` with stdout/stderr appended to `log`.
+    /// Start `cmd` with stdout/stderr appended to `log`, in the calling thread's network
+    /// namespace (see `netns`: a test thread inside a node starts its daemons in that node).
     pub fn spawn(name: &str, mut cmd: Command, log: &std::path::Path) -> Result<Self> {
+        let netns = thread_netns()?;
+        if let Some(ns) = &netns {
+            let fd = ns.as_raw_fd();
+            #[allow(unsafe_code)]
+            // SAFETY: setns is async-signal-safe; `fd` stays open until the spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         cmd.stdin(Stdio::null())
@@ -63,6 +79,7 @@ impl Daemon {
             .recv()
             .expect("spawner replies")
             .with_context(|| format!("starting {name}"))?;
+        drop(netns);
         Ok(Self {
             name: name.to_owned(),
             child: Some(child),
@@ -116,6 +133,21 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The calling thread's network namespace when it differs from the process's (the spawner
+/// thread forks in the process's namespace, so the child must be moved).
+fn thread_netns() -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+    let (thread, process) = (id("/proc/thread-self/ns/net"), id("/proc/self/ns/net"));
+    match (thread, process) {
+        (Ok(t), Ok(p)) if t != p => Ok(Some(
+            std::fs::File::open("/proc/thread-self/ns/net")
+                .context("opening this thread's netns")?,
+        )),
+        _ => Ok(None),
     }
 }
 
