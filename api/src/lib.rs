@@ -9,6 +9,7 @@ pub mod conditions;
 mod crd;
 pub mod names;
 pub mod patterns;
+pub mod peer;
 mod schema_text;
 mod spec;
 mod status;

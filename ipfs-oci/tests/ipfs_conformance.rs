@@ -8,7 +8,7 @@ use futures::StreamExt;
 use ipfs_oci::content_id::{parse_cid, raw_cid_for_digest, to_base32};
 use ipfs_oci::digest::Digest;
 use ipfs_oci::ipfs::{ByteRange, ByteStream, IpfsError, IpfsStore, KuboClient, KuboOptions};
-use testkit::{IpfsDaemon, available_ipfs_kinds, block_on, free_port, noise};
+use testkit::{IpfsDaemon, IpfsKind, available_ipfs_kinds, block_on, free_port, noise};
 
 async fn read_all(mut s: ByteStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -228,6 +228,40 @@ fn swarm_connect_joins_two_daemons() {
                 .find(|p| p.peer_id == b.peer_id)
                 .unwrap_or_else(|| panic!("{kind:?}: b not among a's peers: {peers:?}"));
             assert!(found.addr.contains("/tcp/"), "{found:?}");
+
+            // Disconnect closes it (the agent drops peers whose Pod left).
+            client_a
+                .swarm_disconnect(&b.swarm_multiaddr())
+                .await
+                .expect("swarm/disconnect");
+            testkit::wait_until_async("a dropped b", Duration::from_secs(30), || async {
+                let peers = client_a.swarm_peers().await.expect("swarm/peers");
+                Ok(peers.iter().all(|p| p.peer_id != b.peer_id))
+            })
+            .await
+            .unwrap();
+
+            // Protected peering: Kubo has it and connects; js-ipfs does not, and says so with
+            // the typed error the agent falls back on.
+            match (kind, client_a.peering_add(&b.swarm_multiaddr()).await) {
+                (IpfsKind::Kubo, Ok(())) => {
+                    testkit::wait_until_async(
+                        "peering connects",
+                        Duration::from_secs(30),
+                        || async {
+                            let peers = client_a.swarm_peers().await.expect("swarm/peers");
+                            Ok(peers.iter().any(|p| p.peer_id == b.peer_id))
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    client_a.peering_rm(&b.peer_id).await.expect("peering/rm");
+                }
+                (IpfsKind::JsIpfs, Err(IpfsError::Unsupported { endpoint })) => {
+                    assert_eq!(endpoint, "swarm/peering/add");
+                }
+                (kind, other) => panic!("{kind:?}: unexpected peering/add answer: {other:?}"),
+            }
         });
         eprintln!("swarm: {kind:?} passed");
     }

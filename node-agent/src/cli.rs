@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipfs_image_api::peer::PeerInfo;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LogFormat {
@@ -99,6 +100,12 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_PEER_SELECTOR")]
     pub peer_selector: Option<String>,
 
+    /// An IPFS peer to keep connected, as a multiaddr ending in `/p2p/<peer ID>` (for example
+    /// another machine's daemon, or a seed). Works with and without Kubernetes. Repeat (or
+    /// separate with commas) for several.
+    #[arg(long = "peer", env = "AGENT_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    pub peers: Vec<PeerInfo>,
+
     /// How often to reconnect to every known peer (re-peers a restarted IPFS daemon).
     #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peer_interval: Duration,
@@ -152,4 +159,8 @@ pub struct CleanupArgs {
         default_value = "/etc/containerd/certs.d"
     )]
     pub config_path: PathBuf,
+}
+
+fn parse_peer(s: &str) -> Result<PeerInfo, String> {
+    PeerInfo::from_multiaddr(s).map_err(|e| e.to_string())
 }

@@ -1,17 +1,9 @@
 //! `ipfs-image-agent`: the node agent. Serves IPFS-enabled images to containerd over a
 //! read-only registry on 127.0.0.1:5050 and configures containerd to use it as a mirror.
 
-mod cache;
-mod catalog;
-mod cli;
-mod cluster;
-mod containerd_hosts;
-mod metrics;
-mod registry;
-mod serve;
-
 use anyhow::Result;
 use clap::Parser;
+use ipfs_image_agent::{cli, containerd_hosts, serve};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: cli::LogFormat) {

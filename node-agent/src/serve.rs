@@ -48,6 +48,16 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    // Standalone: the `--peer` peers only (in a cluster the cluster side keeps them).
+    let _static_peering = (!kubernetes && !args.peers.is_empty()).then(|| {
+        let peering = cluster::peering::Peering {
+            pods: None,
+            static_peers: args.peers.clone(),
+            interval: args.peer_interval,
+            reporter: cluster::Reporter::default(),
+        };
+        AbortOnDrop(tokio::spawn(peering.run(ipfs.clone())))
+    });
     let cache = DagCache::new(
         ipfs.clone(),
         args.resolve_timeout,
@@ -112,6 +122,7 @@ async fn start_cluster(
         pod: args.pod_namespace.clone().zip(args.pod_name.clone()),
         peer_selector: args.peer_selector.clone(),
         peer_interval: args.peer_interval,
+        static_peers: args.peers.clone(),
     };
     tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");
     cluster::start(
@@ -162,5 +173,14 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = terminate => {},
+    }
+}
+
+/// Stops a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -2,14 +2,7 @@
 //! IPFS daemon below it: catalog from IpfsImages, prefetch pins, this node's status entries,
 //! and peering.
 
-mod support;
-
-#[allow(dead_code)]
-#[path = "../src/catalog.rs"]
-mod catalog;
-#[allow(dead_code)]
-#[path = "../src/cluster/mod.rs"]
-mod cluster;
+use ipfs_image_agent::{catalog, cluster};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use catalog::{Catalog, CatalogEntry};
 use cluster::catalog_sync::catalog_entries;
-use cluster::peering::{PEER_ANNOTATION, Peering};
+use cluster::peering::{Peering, PodPeers};
 use cluster::{ClusterConfig, Report, Reporter};
 use ipfs_image_api::IpfsImage;
+use ipfs_image_api::peer::{PEER_ANNOTATION, PeerInfo};
 use ipfs_oci::content_id::to_base32;
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
@@ -27,7 +21,7 @@ use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::{Value, json};
-use support::{FakeApi, WAIT};
+use testkit::fake_api::{FakeApi, WAIT};
 use testkit::{
     IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
 };
@@ -186,7 +180,7 @@ fn convert_busybox(daemon: &IpfsDaemon) -> Converted {
 }
 
 /// The apply the agent must send for `name`: this node's entry only (time checked, then dropped).
-fn assert_apply(c: &support::Captured, name: &str, entry: Option<Value>) {
+fn assert_apply(c: &testkit::fake_api::Captured, name: &str, entry: Option<Value>) {
     assert_eq!(c.method, "PATCH");
     assert_eq!(
         c.path,
@@ -316,6 +310,7 @@ fn prefetch_pins_reports_and_unpins_only_its_own() {
             pod: None,
             peer_selector: None,
             peer_interval: Duration::from_secs(30),
+            static_peers: vec![],
         };
         let agent = cluster::start(
             client,
@@ -486,9 +481,12 @@ fn peering_publishes_this_peer_and_connects_to_the_others() {
 
         let (tx, mut reports) = mpsc::unbounded_channel();
         let peering = Peering {
-            pods: Api::<Pod>::namespaced(client, "ipfs-system"),
-            pod: "agent-a".into(),
-            selector: Some("app.kubernetes.io/component=agent".into()),
+            pods: Some(PodPeers {
+                pods: Api::<Pod>::namespaced(client, "ipfs-system"),
+                own_pod: "agent-a".into(),
+                selector: Some("app.kubernetes.io/component=agent".into()),
+            }),
+            static_peers: vec![],
             interval: Duration::from_secs(30),
             reporter: Reporter::new(tx),
         };
@@ -516,7 +514,47 @@ fn peering_publishes_this_peer_and_connects_to_the_others() {
         assert_eq!(r, Report::Peered(id_b.peer_id.clone()));
         let peers = ipfs_a.swarm_peers().await.unwrap();
         assert!(peers.iter().any(|p| p.peer_id == id_b.peer_id), "{peers:?}");
+
+        // b's Pod leaves: a drops it (connection closed), and writes nothing for it.
+        fake.delete(PODS, "ipfs-system", "agent-b");
+        let r = next_report(&mut reports, |r| matches!(r, Report::Dropped(_))).await;
+        assert_eq!(r, Report::Dropped(id_b.peer_id.clone()));
+        testkit::wait_until_async("a closed its connection to b", WAIT, || async {
+            let peers = ipfs_a.swarm_peers().await?;
+            Ok(peers.iter().all(|p| p.peer_id != id_b.peer_id))
+        })
+        .await
+        .unwrap();
         task.abort();
         assert!(writes.none_now().is_none());
+    });
+}
+
+#[test]
+fn static_peers_are_kept_connected_without_kubernetes() {
+    let a = IpfsDaemon::start().unwrap();
+    let c = IpfsDaemon::start().unwrap();
+    let ipfs_a = Arc::new(KuboClient::new(&a.api_url, KuboOptions::default()).unwrap());
+    let peer_c = PeerInfo::from_multiaddr(&c.swarm_multiaddr()).unwrap();
+    assert_eq!(peer_c.id, c.peer_id);
+    block_on(async {
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let peering = Peering {
+            pods: None,
+            static_peers: vec![peer_c],
+            interval: Duration::from_millis(500),
+            reporter: Reporter::new(tx),
+        };
+        let task = tokio::spawn(peering.run(ipfs_a.clone()));
+        let r = next_report(&mut reports, |r| matches!(r, Report::Peered(_))).await;
+        assert_eq!(r, Report::Peered(c.peer_id.clone()));
+
+        // Someone closes the connection: the next pass dials it again.
+        ipfs_a.swarm_disconnect(&c.swarm_multiaddr()).await.unwrap();
+        let r = next_report(&mut reports, |r| matches!(r, Report::Peered(_))).await;
+        assert_eq!(r, Report::Peered(c.peer_id.clone()));
+        let peers = ipfs_a.swarm_peers().await.unwrap();
+        assert!(peers.iter().any(|p| p.peer_id == c.peer_id), "{peers:?}");
+        task.abort();
     });
 }

@@ -292,6 +292,9 @@ fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm_ip: Ipv4Addr, swarm: u
     c["Routing"] = json!({"Type": "none"});
     c["AutoConf"] = json!({"Enabled": false});
     c["Swarm"]["DisableNatPortMap"] = json!(true);
+    // No automatic dialling of remembered peers (js-ipfs dials its peer store while under
+    // LowWater connections): every connection is one a test or the agent under test made.
+    c["Swarm"]["ConnMgr"]["LowWater"] = json!(0);
     if let Some(p) = c.get_mut("Pubsub") {
         p["Enabled"] = json!(false);
     }

@@ -6,6 +6,7 @@
 
 mod agent;
 mod containerd;
+pub mod fake_api;
 mod images;
 mod ipfs;
 mod netns;
@@ -17,7 +18,7 @@ pub use containerd::Containerd;
 pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout};
 pub use ipfs::{IpfsDaemon, IpfsKind, IpfsNet, available_ipfs_kinds};
 pub use netns::{NetNode, Netns, TestNet};
-pub use process::{Daemon, free_port, wait_until};
+pub use process::{Daemon, free_port, wait_until, wait_until_async};
 pub use registry::Registry;
 
 use std::path::PathBuf;

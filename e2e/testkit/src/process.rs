@@ -180,3 +180,25 @@ pub fn wait_until(
         None => bail!("{what} not ready after {timeout:?}"),
     }
 }
+
+/// [`wait_until`] for async checks (inside a runtime: polls with a tokio timer).
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    while Instant::now() < deadline {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match last_err {
+        Some(e) => bail!("{what} not ready after {timeout:?}: {e:#}"),
+        None => bail!("{what} not ready after {timeout:?}"),
+    }
+}

@@ -126,6 +126,10 @@ impl KuboClient {
             return Ok(response);
         }
         let status = response.status();
+        // Both Kubo and js-ipfs answer 404 only for commands they do not have.
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(IpfsError::Unsupported { endpoint });
+        }
         let body = tokio::time::timeout(self.options.call_timeout, response.bytes()).await;
         let text = match body {
             Ok(Ok(b)) => String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned(),
@@ -493,6 +497,39 @@ impl IpfsStore for KuboClient {
             .call_json(
                 "swarm/connect",
                 &[("arg", addr.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn swarm_disconnect(&self, addr: &str) -> Result<(), IpfsError> {
+        let _: Value = self
+            .call_json(
+                "swarm/disconnect",
+                &[("arg", addr.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn peering_add(&self, addr: &str) -> Result<(), IpfsError> {
+        let _: Value = self
+            .call_json(
+                "swarm/peering/add",
+                &[("arg", addr.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn peering_rm(&self, peer_id: &str) -> Result<(), IpfsError> {
+        let _: Value = self
+            .call_json(
+                "swarm/peering/rm",
+                &[("arg", peer_id.to_owned())],
                 self.options.call_timeout,
             )
             .await?;

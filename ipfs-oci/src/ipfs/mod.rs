@@ -48,6 +48,9 @@ pub enum IpfsError {
     },
     #[error("IPFS {endpoint}: content is larger than the limit of {limit} bytes")]
     TooLarge { endpoint: &'static str, limit: u64 },
+    /// The daemon has no such command (js-ipfs lacks `swarm/peering/*`, for example).
+    #[error("IPFS {endpoint}: not supported by this daemon")]
+    Unsupported { endpoint: &'static str },
 }
 
 impl IpfsError {
@@ -141,6 +144,39 @@ pub trait IpfsStore: Send + Sync {
             Err(IpfsError::Api {
                 endpoint: "swarm/peers",
                 message: "not supported by this store".into(),
+            })
+        }
+    }
+
+    /// Close every connection to the peer at `addr` (a multiaddr ending in `/p2p/<peer ID>`).
+    fn swarm_disconnect(&self, addr: &str) -> impl Future<Output = Result<(), IpfsError>> + Send {
+        let _ = addr;
+        async {
+            Err(IpfsError::Unsupported {
+                endpoint: "swarm/disconnect",
+            })
+        }
+    }
+
+    /// Add a protected peering (Kubo's `swarm/peering/add`): the daemon keeps a connection to
+    /// the peer open, redials it when it drops and never trims it. Runtime state only (a restart
+    /// forgets it, which is why the agent re-adds on every pass). `Unsupported` where the daemon
+    /// has no peering (js-ipfs): callers fall back to `swarm_connect`.
+    fn peering_add(&self, addr: &str) -> impl Future<Output = Result<(), IpfsError>> + Send {
+        let _ = addr;
+        async {
+            Err(IpfsError::Unsupported {
+                endpoint: "swarm/peering/add",
+            })
+        }
+    }
+
+    /// Remove a protected peering by peer ID (`swarm/peering/rm`).
+    fn peering_rm(&self, peer_id: &str) -> impl Future<Output = Result<(), IpfsError>> + Send {
+        let _ = peer_id;
+        async {
+            Err(IpfsError::Unsupported {
+                endpoint: "swarm/peering/rm",
             })
         }
     }

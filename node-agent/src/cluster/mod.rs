@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
+use ipfs_image_api::peer::PeerInfo;
 
 /// What the cluster side of the agent needs to know.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct ClusterConfig {
     pub peer_selector: Option<String>,
     /// How often to re-connect to every known peer (a restarted IPFS daemon is re-peered).
     pub peer_interval: Duration,
+    /// Peers from `--peer`, kept in addition to the Pods'.
+    pub static_peers: Vec<PeerInfo>,
 }
 
 /// Progress signals, for tests and logs: each is sent after the work it names is done.
@@ -64,6 +67,8 @@ pub enum Report {
     Published,
     /// The swarm is connected to this peer ID.
     Peered(String),
+    /// This peer left (its Pod went or stopped publishing): peering removed, connection closed.
+    Dropped(String),
 }
 
 /// Optional channel for [`Report`]s.
@@ -141,17 +146,23 @@ pub fn start<S: IpfsStore + 'static>(
         config.node_name.clone(),
         reporter.clone(),
     )));
-    if let Some((namespace, pod)) = config.pod.clone() {
-        let peering = peering::Peering {
+    let pods = match config.pod.clone() {
+        Some((namespace, own_pod)) => Some(peering::PodPeers {
             pods: Api::<Pod>::namespaced(client, &namespace),
-            pod,
+            own_pod,
             selector: config.peer_selector.clone(),
-            interval: config.peer_interval,
-            reporter,
-        };
-        tasks.push(tokio::spawn(peering.run(ipfs)));
-    } else {
-        tracing::warn!("POD_NAME/POD_NAMESPACE not set: not publishing this node's IPFS peer");
-    }
+        }),
+        None => {
+            tracing::warn!("POD_NAME/POD_NAMESPACE not set: not publishing this node's IPFS peer");
+            None
+        }
+    };
+    let peering = peering::Peering {
+        pods,
+        static_peers: config.static_peers.clone(),
+        interval: config.peer_interval,
+        reporter,
+    };
+    tasks.push(tokio::spawn(peering.run(ipfs)));
     Ok(ClusterAgent { tasks })
 }

@@ -1,63 +1,43 @@
-//! Peering through Kubernetes: the agent publishes its IPFS peer (ID and swarm addresses) as an
-//! annotation on its own Pod, follows the annotations of the other agents' Pods (by label
-//! selector, same namespace) and connects its IPFS daemon to each of them — on every change and
-//! again every `interval`, so a restarted daemon is re-peered without help. Pods that leave are
-//! forgotten, so their peers are not reconnected.
+//! Peering: keep this node's IPFS daemon connected to the other agents' daemons and to the
+//! operator's (and to any `--peer` given on the command line), and publish this node's own peer
+//! on its Pod so that the others find it (see [`ipfs_image_api::peer`]).
+//!
+//! Each peer is added as a protected peering where the daemon has it (Kubo's
+//! `swarm/peering/add`: kept open, redialled, never trimmed) and dialled at once; js-ipfs has no
+//! peering, so there the dial alone does it. Every `interval` the loop re-checks, so a
+//! restarted daemon (which forgets runtime peerings) is re-peered without help. Peers whose
+//! Pod left (or stopped publishing) are dropped: peering removed and connection closed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ipfs_oci::ipfs::IpfsStore;
+use futures::stream::BoxStream;
+use ipfs_image_api::peer::{PeerInfo, annotation_patch, pod_peer};
+use ipfs_oci::ipfs::{IpfsError, IpfsStore};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Report, Reporter};
 
-/// Annotation holding a Pod's IPFS peer as JSON `{"id": …, "addrs": […]}`.
-pub const PEER_ANNOTATION: &str = "ipfsimage.dev/peer";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    pub id: String,
-    pub addrs: Vec<String>,
-}
-
-impl PeerInfo {
-    /// Addresses to dial, each ending in `/p2p/<id>` as `swarm/connect` wants.
-    pub fn dial_addrs(&self) -> Vec<String> {
-        self.addrs
-            .iter()
-            .map(|a| {
-                if a.contains("/p2p/") || a.contains("/ipfs/") {
-                    a.clone()
-                } else {
-                    format!("{}/p2p/{}", a.trim_end_matches('/'), self.id)
-                }
-            })
-            .collect()
-    }
-}
-
-/// The peer a Pod publishes, if any (and if it is not being deleted).
-pub fn pod_peer(pod: &Pod) -> Option<PeerInfo> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    serde_json::from_str(pod.annotations().get(PEER_ANNOTATION)?).ok()
+/// Peers from Kubernetes: the Pods (agents, operator) that publish theirs, and our own Pod.
+pub struct PodPeers {
+    /// Pods of this agent's namespace.
+    pub pods: Api<Pod>,
+    /// This agent's own Pod, where its peer is published.
+    pub own_pod: String,
+    /// Label selector of the Pods whose peers to connect to; `None`: publish only.
+    pub selector: Option<String>,
 }
 
 pub struct Peering {
-    /// Pods of the agents' namespace.
-    pub pods: Api<Pod>,
-    /// This agent's own Pod.
-    pub pod: String,
-    pub selector: Option<String>,
+    /// `None` in standalone mode (static peers only, nothing published).
+    pub pods: Option<PodPeers>,
+    /// Peers given on the command line, kept whatever the Pods say.
+    pub static_peers: Vec<PeerInfo>,
     pub interval: Duration,
     pub reporter: Reporter,
 }
@@ -65,20 +45,12 @@ pub struct Peering {
 impl Peering {
     pub async fn run<S: IpfsStore>(self, ipfs: Arc<S>) {
         let mut published: Option<PeerInfo> = None;
-        let mut peers: BTreeMap<String, PeerInfo> = BTreeMap::new();
+        let mut from_pods: BTreeMap<String, PeerInfo> = BTreeMap::new();
         let mut relist: BTreeMap<String, PeerInfo> = BTreeMap::new();
+        let mut swarm = Swarm::default();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pod_events = match &self.selector {
-            Some(selector) => {
-                let config = watcher::Config::default().labels(selector);
-                watcher(self.pods.clone(), config).default_backoff().boxed()
-            }
-            None => {
-                tracing::warn!("no --peer-selector: publishing this peer, connecting to none");
-                futures::stream::pending().boxed()
-            }
-        };
+        let mut pod_events = self.pod_events();
         loop {
             let changed = tokio::select! {
                 _ = tick.tick() => {
@@ -95,18 +67,15 @@ impl Peering {
                         false
                     }
                     Some(Ok(watcher::Event::InitDone)) => {
-                        peers = std::mem::take(&mut relist);
+                        from_pods = std::mem::take(&mut relist);
                         true
                     }
-                    Some(Ok(watcher::Event::Apply(pod))) => {
-                        match pod_peer(&pod) {
-                            Some(p) => peers.insert(pod.name_any(), p.clone()) != Some(p),
-                            None => peers.remove(&pod.name_any()).is_some(),
-                        }
-                    }
+                    Some(Ok(watcher::Event::Apply(pod))) => match pod_peer(&pod) {
+                        Some(p) => from_pods.insert(pod.name_any(), p.clone()) != Some(p),
+                        None => from_pods.remove(&pod.name_any()).is_some(),
+                    },
                     Some(Ok(watcher::Event::Delete(pod))) => {
-                        peers.remove(&pod.name_any());
-                        false
+                        from_pods.remove(&pod.name_any()).is_some()
                     }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "agent Pod watch failed; retrying");
@@ -115,14 +84,43 @@ impl Peering {
                 }
             };
             if changed {
-                connect_all(&*ipfs, &peers, &self.reporter).await;
+                let wanted = self.wanted(&from_pods);
+                swarm.sync(&*ipfs, &wanted, &self.reporter).await;
             }
         }
+    }
+
+    fn pod_events(&self) -> BoxStream<'static, watcher::Result<watcher::Event<Pod>>> {
+        match &self.pods {
+            Some(PodPeers {
+                pods,
+                selector: Some(selector),
+                ..
+            }) => {
+                let config = watcher::Config::default().labels(selector);
+                watcher(pods.clone(), config).default_backoff().boxed()
+            }
+            Some(PodPeers { selector: None, .. }) => {
+                tracing::warn!("no --peer-selector: publishing this peer, following no Pods");
+                futures::stream::pending().boxed()
+            }
+            None => futures::stream::pending().boxed(),
+        }
+    }
+
+    /// Every peer to keep, by peer ID: the Pods' and the static ones.
+    fn wanted(&self, from_pods: &BTreeMap<String, PeerInfo>) -> BTreeMap<String, PeerInfo> {
+        from_pods
+            .values()
+            .chain(&self.static_peers)
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect()
     }
 
     /// Write this peer's annotation when it is new or changed (a restarted daemon may listen
     /// elsewhere).
     async fn publish<S: IpfsStore>(&self, ipfs: &S, published: &mut Option<PeerInfo>) {
+        let Some(pods) = &self.pods else { return };
         let me = match ipfs.id().await {
             Ok(id) => PeerInfo {
                 id: id.peer_id,
@@ -136,11 +134,14 @@ impl Peering {
         if published.as_ref() == Some(&me) {
             return;
         }
-        let value = serde_json::to_string(&me).expect("peer info serializes");
-        let patch = json!({ "metadata": { "annotations": { PEER_ANNOTATION: value } } });
-        match self
+        let patch = annotation_patch(&me);
+        match pods
             .pods
-            .patch(&self.pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &pods.own_pod,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
         {
             Ok(_) => {
@@ -148,75 +149,120 @@ impl Peering {
                 *published = Some(me);
                 self.reporter.send(Report::Published);
             }
-            Err(e) => tracing::warn!(error = %e, pod = %self.pod, "cannot publish the IPFS peer"),
+            Err(e) => {
+                tracing::warn!(error = %e, pod = %pods.own_pod, "cannot publish the IPFS peer")
+            }
         }
     }
 }
 
-/// Connect to every known peer the swarm is not connected to (skipping ourselves).
-async fn connect_all<S: IpfsStore>(
-    ipfs: &S,
-    peers: &BTreeMap<String, PeerInfo>,
-    reporter: &Reporter,
-) {
-    if peers.is_empty() {
-        return;
-    }
-    let me = match ipfs.id().await {
-        Ok(id) => id.peer_id,
-        Err(e) => {
-            tracing::warn!(error = %e, "IPFS unavailable; peering later");
+/// What this loop has done to the daemon's swarm.
+#[derive(Default)]
+struct Swarm {
+    /// Peers this loop connected (and protected), so that it can drop them when they leave.
+    joined: BTreeMap<String, PeerInfo>,
+    /// `Some(false)` once the daemon said it has no protected peering (js-ipfs).
+    peering_supported: Option<bool>,
+}
+
+impl Swarm {
+    /// Drop the peers that left, then connect to every wanted peer the swarm lacks.
+    async fn sync<S: IpfsStore>(
+        &mut self,
+        ipfs: &S,
+        wanted: &BTreeMap<String, PeerInfo>,
+        reporter: &Reporter,
+    ) {
+        let gone: Vec<PeerInfo> = self
+            .joined
+            .iter()
+            .filter(|(id, _)| !wanted.contains_key(*id))
+            .map(|(_, p)| p.clone())
+            .collect();
+        for peer in gone {
+            self.leave(ipfs, &peer, reporter).await;
+        }
+        if wanted.is_empty() {
             return;
         }
-    };
-    let connected: BTreeSet<String> = match ipfs.swarm_peers().await {
-        Ok(list) => list.into_iter().map(|p| p.peer_id).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list swarm peers");
-            BTreeSet::new()
+        let me = match ipfs.id().await {
+            Ok(id) => id.peer_id,
+            Err(e) => {
+                tracing::warn!(error = %e, "IPFS unavailable; peering later");
+                return;
+            }
+        };
+        let connected: BTreeSet<String> = match ipfs.swarm_peers().await {
+            Ok(list) => list.into_iter().map(|p| p.peer_id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list swarm peers");
+                BTreeSet::new()
+            }
+        };
+        for peer in wanted.values() {
+            if peer.id == me || connected.contains(&peer.id) {
+                continue;
+            }
+            if self.join(ipfs, peer).await {
+                reporter.send(Report::Peered(peer.id.clone()));
+            }
         }
-    };
-    for peer in peers.values() {
-        if peer.id == me || connected.contains(&peer.id) {
-            continue;
+    }
+
+    /// Protect (where supported) and dial `peer`. True once connected.
+    async fn join<S: IpfsStore>(&mut self, ipfs: &S, peer: &PeerInfo) -> bool {
+        let addrs = peer.dial_addrs();
+        if self.peering_supported != Some(false) {
+            for addr in &addrs {
+                match ipfs.peering_add(addr).await {
+                    Ok(()) => self.peering_supported = Some(true),
+                    Err(IpfsError::Unsupported { .. }) => {
+                        tracing::info!("the IPFS daemon has no protected peering; dialling only");
+                        self.peering_supported = Some(false);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.id, %addr, error = %e, "peering/add failed")
+                    }
+                }
+            }
         }
         let mut last_error = None;
-        for addr in peer.dial_addrs() {
-            match ipfs.swarm_connect(&addr).await {
+        for addr in &addrs {
+            match ipfs.swarm_connect(addr).await {
                 Ok(()) => {
-                    tracing::info!(peer = %peer.id, %addr, "connected to agent peer");
-                    reporter.send(Report::Peered(peer.id.clone()));
-                    last_error = None;
-                    break;
+                    tracing::info!(peer = %peer.id, %addr, "connected to peer");
+                    self.joined.insert(peer.id.clone(), peer.clone());
+                    return true;
                 }
                 Err(e) => last_error = Some(e),
             }
         }
+        // Remembered even when the dial failed: a protected peering may connect later, and a
+        // departure must still undo it.
+        self.joined.insert(peer.id.clone(), peer.clone());
         if let Some(e) = last_error {
-            tracing::warn!(peer = %peer.id, error = %e, "cannot connect to agent peer");
+            tracing::warn!(peer = %peer.id, error = %e, "cannot connect to peer");
         }
+        false
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dial_addresses_name_the_peer() {
-        let p = PeerInfo {
-            id: "12D3KooW".into(),
-            addrs: vec![
-                "/ip4/10.0.0.1/tcp/4001".into(),
-                "/ip4/10.0.0.2/tcp/4001/p2p/12D3KooW".into(),
-            ],
-        };
-        assert_eq!(
-            p.dial_addrs(),
-            [
-                "/ip4/10.0.0.1/tcp/4001/p2p/12D3KooW",
-                "/ip4/10.0.0.2/tcp/4001/p2p/12D3KooW"
-            ]
-        );
+    /// Undo what `join` did for a peer that left.
+    async fn leave<S: IpfsStore>(&mut self, ipfs: &S, peer: &PeerInfo, reporter: &Reporter) {
+        if self.peering_supported == Some(true)
+            && let Err(e) = ipfs.peering_rm(&peer.id).await
+        {
+            tracing::warn!(peer = %peer.id, error = %e, "peering/rm failed");
+        }
+        let mut closed = false;
+        for addr in peer.dial_addrs() {
+            match ipfs.swarm_disconnect(&addr).await {
+                Ok(()) => closed = true,
+                Err(e) => tracing::debug!(peer = %peer.id, %addr, error = %e, "disconnect"),
+            }
+        }
+        self.joined.remove(&peer.id);
+        tracing::info!(peer = %peer.id, closed, "dropped a peer that left");
+        reporter.send(Report::Dropped(peer.id.clone()));
     }
 }

@@ -1,45 +1,38 @@
 //! Three nodes on one machine (network namespaces A, B, C joined by veths into a bridge), each
 //! with its own 127.0.0.1, IPFS daemon and agent; containerd on B and C. The image is converted
-//! on A only and the upstream registry is stopped right after. Assertions are on where bytes
-//! came from (bitswap counters of the daemons, blob bytes the agents served), not only on the
-//! pulls working:
-//! - B pulls through its agent and runs the image; B received at least what its agent served,
-//!   and A sent it (C held nothing yet);
-//! - C, "matching prefetch", pins the layout CID (what the agent's prefetch does) before any
-//!   pull; then A is stopped and C pulls and runs with no bitswap data received at all;
-//! - B's agent peers through its own peering loop (`cluster::peering`, run in-process inside B
-//!   against a faked Kubernetes API holding the other agents' peer annotations);
+//! on A only and the upstream registry is stopped right after. B and C run the agent's cluster
+//! side (`cluster::start`: watches, prefetch, status, peering) against a faked Kubernetes API
+//! holding their Node, the IpfsImage (prefetch on `pool=cache`) and the agents' Pods with their
+//! peer annotations. Assertions are on where bytes came from (bitswap counters of the daemons,
+//! blob bytes the agents served), not only on the pulls working:
+//! - B (`pool=general`) peers with A and C through its own loop, pulls through its agent and
+//!   runs the image; B received at least what its agent served, and A sent it (C held nothing);
+//! - C (`pool=cache`) starts its cluster side: its prefetch pins the image's layout before any
+//!   pull (B, outside the pool, pins nothing); then A is stopped and C pulls and runs with no
+//!   bitswap data received at all;
 //! - B's IPFS daemon is killed (after a GC of its cache) and restarted on the same repo and API
-//!   port but a new swarm port; B's peering loop republishes its peer, B is connected to C
-//!   again without the test dialling, and B pulls again, every byte sent by C (A is gone).
+//!   port but a new swarm port; B's agent republishes its peer and itself dials C again (the
+//!   daemons never dial on their own here), and B pulls again, every byte sent by C.
 //!
 //! Needs root (network namespaces, containerd) and iproute2. Run alone with
-//! `cargo test -p ipfs-image-agent --test multinode`.
+//! `bash e2e/multinode.sh`.
 //!
 //! The test process stays in the root namespace; it reaches a node through `NetNode::enter`,
 //! which runs code on a thread that joined the node's namespace. So each IPFS API stays on its
 //! node's 127.0.0.1 as in production (it is an admin API) and nothing is exposed on the veths
 //! but the swarms.
 
-mod support;
+use ipfs_image_agent::catalog::Catalog;
+use ipfs_image_agent::cluster::{self, ClusterConfig, Report, Reporter};
 
-#[allow(dead_code)]
-#[path = "../src/catalog.rs"]
-mod catalog;
-#[allow(dead_code)]
-#[path = "../src/cluster/mod.rs"]
-mod cluster;
-
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cluster::peering::{PEER_ANNOTATION, Peering};
-use cluster::{Report, Reporter};
-use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use ipfs_image_api::peer::{PEER_ANNOTATION, PeerInfo};
 use serde_json::json;
-use support::FakeApi;
+use testkit::fake_api::FakeApi;
 use tokio::sync::{mpsc, oneshot};
 
 use ipfs_oci::Cid;
@@ -50,14 +43,14 @@ use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use serde_json::Value;
 use testkit::{
     Agent, Containerd, IpfsDaemon, IpfsNet, NetNode, PushFormat, Registry, TestImage, TestNet,
-    block_on, build_busybox_layout, push_layout, wait_until,
+    block_on, build_busybox_layout, push_layout,
 };
 
 /// Failure guard for each step (readiness is polled; this only bounds a hang).
 const STEP: Duration = Duration::from_secs(120);
 
 fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-agent"))
+    testkit::workspace_binary("ipfs-image-agent")
 }
 
 fn kubo(api: &str) -> KuboClient {
@@ -100,24 +93,6 @@ fn bitswap(api: &str) -> Bitswap {
 /// Blocks in the repo (`repo/stat` `NumObjects`), counted when asked.
 fn repo_objects(api: &str) -> u64 {
     num(&api_call(api, "repo/stat")["NumObjects"])
-}
-
-/// Dial `peer` from the daemon at `api` until the swarm lists it (call inside its node).
-fn connect(api: &str, peer: &IpfsDaemon) {
-    let client = kubo(api);
-    let addr = peer.swarm_multiaddr();
-    block_on(async {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let _ = client.swarm_connect(&addr).await;
-            let peers = client.swarm_peers().await.unwrap_or_default();
-            if peers.iter().any(|p| p.peer_id == peer.peer_id) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{api} never connected to {addr}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
 }
 
 fn blob_bytes(agent: &Agent) -> f64 {
@@ -199,10 +174,6 @@ impl Node {
         self.net.enter(|| repo_objects(&self.ipfs.api_url))
     }
 
-    fn connect_to(&self, peer: &Node) {
-        self.net.enter(|| connect(&self.ipfs.api_url, &peer.ipfs));
-    }
-
     fn blob_bytes(&self) -> f64 {
         self.net.enter(|| blob_bytes(&self.agent))
     }
@@ -249,27 +220,54 @@ fn convert_on(a: &NetNode, ipfs: &IpfsDaemon, registry: &Registry) -> ConvertedI
     })
 }
 
-/// The agent's own peering loop (`cluster::peering`, what `serve --kubernetes` runs) for one
-/// node, in-process on a thread inside that node, against a faked Kubernetes API whose agent
-/// Pods carry the other nodes' peer annotations. Period 1 s (30 s by default).
-struct AgentPeering {
+/// The agent's cluster side (`cluster::start`, what `serve --kubernetes` runs: IpfsImage and
+/// Node watches, prefetch, status entries, peering) for one node, in-process on a thread inside
+/// that node, against a faked Kubernetes API holding this node's Node object (with `labels`),
+/// the IpfsImage, and the agent Pods with the other nodes' peer annotations. Peering period 1 s
+/// (30 s by default).
+struct NodeCluster {
     reports: mpsc::UnboundedReceiver<Report>,
-    peered: std::collections::BTreeSet<String>,
+    peered: BTreeSet<String>,
     published: bool,
+    prefetched: Option<(Vec<String>, Vec<String>)>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    _state: tempfile::TempDir,
 }
 
-impl AgentPeering {
-    fn start(node: &NetNode, me: &IpfsDaemon, peers: &[&IpfsDaemon]) -> Self {
-        const PODS: &str = "/api/v1/namespaces/ipfs-system/pods";
+const PODS: &str = "/api/v1/namespaces/ipfs-system/pods";
+const IMAGES: &str = "/apis/ipfsimage.dev/v1alpha1/ipfsimages";
+const NODES: &str = "/api/v1/nodes";
+
+/// The IpfsImage the operator would have made Ready after converting on A: prefetched on
+/// nodes labelled `pool=cache`.
+fn ipfs_image(image: &ConvertedImage, source: &str) -> Value {
+    json!({"apiVersion": "ipfsimage.dev/v1alpha1", "kind": "IpfsImage",
+        "metadata": {"name": "busybox", "namespace": "team-a", "uid": "uid-busybox", "generation": 1},
+        "spec": {"source": source, "prefetch": {"nodeSelector": {"pool": "cache"}}},
+        "status": {"phase": "Ready", "cid": to_base32(&image.root_cid),
+            "layoutCid": to_base32(&image.layout_cid), "size": image.total_size}})
+}
+
+impl NodeCluster {
+    fn start(
+        node: &NetNode,
+        me: &IpfsDaemon,
+        labels: Value,
+        image: &Value,
+        peers: &[&IpfsDaemon],
+    ) -> Self {
         let pod = |name: &str, peer: Option<&IpfsDaemon>| {
             let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
                 "name": name, "namespace": "ipfs-system",
                 "labels": {"app.kubernetes.io/component": "agent"}}});
             if let Some(d) = peer {
-                let info = json!({"id": d.peer_id, "addrs": [d.swarm_multiaddr()]});
-                p["metadata"]["annotations"] = json!({PEER_ANNOTATION: info.to_string()});
+                let info = PeerInfo {
+                    id: d.peer_id.clone(),
+                    addrs: vec![d.swarm_multiaddr()],
+                };
+                p["metadata"]["annotations"] =
+                    json!({PEER_ANNOTATION: serde_json::to_string(&info).unwrap()});
             }
             p
         };
@@ -280,7 +278,30 @@ impl AgentPeering {
                 .enumerate()
                 .map(|(i, d)| pod(&format!("agent-{i}"), Some(d))),
         );
-        let api = me.api_url.clone();
+        let node_name = node.netns.name().to_owned();
+        let node_object = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node_name, "labels": labels}});
+        let image = image.clone();
+        let state = tempfile::tempdir().unwrap();
+        let config = ClusterConfig {
+            node_name,
+            state_dir: state.path().to_owned(),
+            status_interval: Duration::from_secs(1),
+            pod: Some(("ipfs-system".into(), "agent-self".into())),
+            peer_selector: Some("app.kubernetes.io/component=agent".into()),
+            peer_interval: Duration::from_secs(1),
+            static_peers: vec![],
+        };
+        // Pins fetch whole images: the agent's long deadlines (as `serve` sets them).
+        let ipfs = KuboClient::new(
+            &me.api_url,
+            KuboOptions {
+                pin_timeout: STEP,
+                idle_timeout: STEP,
+                ..KuboOptions::default()
+            },
+        )
+        .unwrap();
         let node = node.clone();
         let (tx, reports) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -293,20 +314,24 @@ impl AgentPeering {
                 runtime.block_on(async move {
                     let (client, fake, _writes) = FakeApi::start();
                     fake.collection(PODS, "PodList");
+                    fake.collection(IMAGES, "IpfsImageList");
+                    fake.collection(NODES, "NodeList");
                     for p in pods {
                         fake.put(PODS, p);
                     }
-                    let peering = Peering {
-                        pods: Api::<Pod>::namespaced(client, "ipfs-system"),
-                        pod: "agent-self".into(),
-                        selector: Some("app.kubernetes.io/component=agent".into()),
-                        interval: Duration::from_secs(1),
-                        reporter: Reporter::new(tx),
-                    };
-                    tokio::select! {
-                        _ = peering.run(Arc::new(kubo(&api))) => {}
-                        _ = stopped => {}
-                    }
+                    fake.put(NODES, node_object);
+                    fake.put(IMAGES, image);
+                    let agent = cluster::start(
+                        client,
+                        Arc::new(ipfs),
+                        Arc::new(Catalog::default()),
+                        None,
+                        config,
+                        Reporter::new(tx),
+                    )
+                    .unwrap();
+                    let _ = stopped.await;
+                    drop(agent);
                 });
             })
         });
@@ -314,20 +339,28 @@ impl AgentPeering {
             reports,
             peered: Default::default(),
             published: false,
+            prefetched: None,
             stop: Some(stop),
             thread: Some(thread),
+            _state: state,
         }
     }
 
-    /// Wait until the loop reported a connection to `peer` (since the last `forget`).
+    /// Wait until the agent reported a connection to `peer` it made itself (since `forget`).
     fn peered(&mut self, peer: &IpfsDaemon) {
         let id = peer.peer_id.clone();
         self.wait(&format!("peered with {id}"), |p| p.peered.contains(&id));
     }
 
-    /// Wait until the loop (re)published this node's peer annotation (since the last `forget`).
+    /// Wait until the agent (re)published this node's peer annotation (since `forget`).
     fn published(&mut self) {
         self.wait("published this peer", |p| p.published);
+    }
+
+    /// Wait for the first prefetch pass with a change; returns (pinned, unpinned).
+    fn prefetched(&mut self) -> (Vec<String>, Vec<String>) {
+        self.wait("finished a prefetch pass", |p| p.prefetched.is_some());
+        self.prefetched.take().unwrap()
     }
 
     fn wait(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
@@ -338,12 +371,17 @@ impl AgentPeering {
                     self.peered.insert(id);
                 }
                 Ok(Report::Published) => self.published = true,
+                Ok(Report::Prefetch { pinned, unpinned }) => {
+                    if self.prefetched.is_none() && !(pinned.is_empty() && unpinned.is_empty()) {
+                        self.prefetched = Some((pinned, unpinned));
+                    }
+                }
                 Ok(_) => {}
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    assert!(Instant::now() < deadline, "the peering loop never {what}");
+                    assert!(Instant::now() < deadline, "the agent never {what}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(e) => panic!("peering loop ended: {e}"),
+                Err(e) => panic!("the agent's cluster side ended: {e}"),
             }
         }
     }
@@ -356,7 +394,7 @@ impl AgentPeering {
     }
 }
 
-impl Drop for AgentPeering {
+impl Drop for NodeCluster {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -420,11 +458,17 @@ fn images_flow_between_nodes_over_the_swarm() {
 
     let b = Node::start(nb, true);
     let c = Node::start(nc, true);
-    // B's agent peers through its own peering loop; C is connected by hand (as its agent would).
-    let mut b_peering = AgentPeering::start(nb, &b.ipfs, &[&a.ipfs, &c.ipfs]);
-    b_peering.peered(&a.ipfs);
-    b_peering.peered(&c.ipfs);
-    c.connect_to(&a);
+    // B's agent runs its cluster side: B is not in the prefetch pool, and peers with A and C.
+    let object = ipfs_image(&image, &format!("{}/test/busybox:1", registry.addr));
+    let mut b_cluster = NodeCluster::start(
+        nb,
+        &b.ipfs,
+        json!({"pool": "general"}),
+        &object,
+        &[&a.ipfs, &c.ipfs],
+    );
+    b_cluster.peered(&a.ipfs);
+    b_cluster.peered(&c.ipfs);
 
     // 1. B pulls through its own agent: every byte its agent served came over the swarm from A.
     let (a0, b0, c0) = (a.bitswap(), b.bitswap(), c.bitswap_settled());
@@ -445,12 +489,21 @@ fn images_flow_between_nodes_over_the_swarm() {
         "C had nothing to send"
     );
 
-    // 2. C matches prefetch: it pins the layout CID (as the agent's prefetch does) before any
-    //    pull, fetching the whole DAG.
-    c.net
-        .enter(|| block_on(kubo(&c.ipfs.api_url).pin_add(&image.layout_cid)))
-        .unwrap();
+    // 2. C's agent starts its cluster side: its Node matches `prefetch`, so it peers (with A
+    //    and B) and pins the image's layout before any pull, fetching the whole DAG.
+    assert!(!pinned(&c, &image.layout_cid));
+    let mut c_cluster = NodeCluster::start(
+        nc,
+        &c.ipfs,
+        json!({"pool": "cache"}),
+        &object,
+        &[&a.ipfs, &b.ipfs],
+    );
+    let (pins, unpins) = c_cluster.prefetched();
+    assert_eq!(pins, [to_base32(&image.layout_cid)], "C pinned the layout");
+    assert!(unpins.is_empty());
     assert!(pinned(&c, &image.layout_cid));
+    assert!(!pinned(&b, &image.layout_cid), "B is not in the pool");
     c.bitswap_until("C fetched every blob of the image", |s| {
         s.data_received >= image.total_size
     });
@@ -486,7 +539,7 @@ fn images_flow_between_nodes_over_the_swarm() {
     let (kind, repo, listen) = (b.ipfs.kind, b.ipfs.repo.clone(), b.ipfs.net());
     let _repo_dir = b.ipfs.keep_repo();
     b.ipfs.kill();
-    b_peering.forget();
+    b_cluster.forget();
     // Same API port (where B's agent expects it), a new swarm port (B's agent must republish it).
     let listen = IpfsNet {
         swarm_port: None,
@@ -495,14 +548,13 @@ fn images_flow_between_nodes_over_the_swarm() {
     b.ipfs = nb
         .enter(|| IpfsDaemon::start_in_with(kind, &repo, listen))
         .unwrap();
-    b_peering.published();
-    // B is connected to C again with no dial from the test: B's peering loop dials C when the
-    // swarm lacks it; js-ipfs may be faster, redialling peers it persisted in its repo (Kubo
-    // keeps its peer store in memory: there it is the loop's doing).
-    wait_until("the restarted B connected to C again", STEP, || {
-        Ok(swarm_peer_ids(&b).contains(&c.ipfs.peer_id))
-    })
-    .unwrap();
+    b_cluster.published();
+    // B is connected to C again with no dial from the test, by B's agent: it reports a peer
+    // only when its own dial connected it, and the daemons never dial by themselves (testkit
+    // sets Swarm.ConnMgr.LowWater to 0, so js-ipfs does not redial its peer store, and C's
+    // agent only knows B's old swarm port).
+    b_cluster.peered(&c.ipfs);
+    assert!(swarm_peer_ids(&b).contains(&c.ipfs.peer_id));
     let (served_before, c_sent_before) = (b.blob_bytes(), c.bitswap_settled().data_sent);
     b.pull_and_run(&cid, "again");
     let served_again = b.blob_bytes() - served_before;
@@ -514,7 +566,7 @@ fn images_flow_between_nodes_over_the_swarm() {
     b.bitswap_until("the restarted B fetched it", |s| s.data_received >= need);
     c.bitswap_until("C sent it", |s| s.data_sent - c_sent_before >= need);
     eprintln!("multinode: passed in {:?}", started.elapsed());
-    drop(b_peering);
+    drop((b_cluster, c_cluster));
     drop((a, b, c));
     drop(net);
 }

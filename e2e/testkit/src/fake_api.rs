@@ -4,8 +4,6 @@
 //! collections a test fills, parks a watch until the test pushes an event, answers PATCHes with
 //! the stored object, and records every request so a test can assert each write exactly.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,1 @@
+//! Empty: this crate holds the multi-node test (`tests/multinode.rs`).

@@ -1,0 +1,11 @@
+//! The node agent as a library: the `ipfs-image-agent` binary is a thin CLI over these modules,
+//! and the integration tests (here and under `e2e/`) drive the same code in-process.
+
+pub mod cache;
+pub mod catalog;
+pub mod cli;
+pub mod cluster;
+pub mod containerd_hosts;
+pub mod metrics;
+pub mod registry;
+pub mod serve;
