@@ -29,6 +29,7 @@ EXPECTED_RBAC = {
         (["ipfsimage.dev"], ["ipfsimages/status"], ["patch"]),
         ([""], ["secrets"], ["get"]),
         (["events.k8s.io"], ["events"], ["create", "patch"]),
+        ([""], ["pods"], ["patch"]),
         (["coordination.k8s.io"], ["leases"], ["get", "create", "update"]),
     ]),
     "agent": triples([

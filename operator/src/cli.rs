@@ -157,6 +157,16 @@ pub struct RunArgs {
     /// Default: $HOSTNAME (the Pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+
+    /// Publish the IPFS daemon's peer (ID, swarm addresses) as the `ipfsimage.dev/peer`
+    /// annotation of this Pod, so the agents connect to it. Needs `--pod-name` and the Pod's
+    /// namespace (`POD_NAMESPACE`).
+    #[arg(long, env = "PUBLISH_PEER", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub publish_peer: bool,
+
+    /// How often the IPFS daemon's identity is read again to republish it when it changed.
+    #[arg(long, env = "PEER_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub peer_interval: Duration,
 }
 
 /// A Kubernetes-style duration: `90s`, `10m`, `1h30m`.

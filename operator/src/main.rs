@@ -46,6 +46,16 @@ fn main() -> std::process::ExitCode {
                     backoff_max: args.max_backoff,
                     instance: instance.clone(),
                 };
+                let peer = match (&args.pod_name, &args.lease_namespace) {
+                    (Some(pod), Some(namespace)) if args.publish_peer => {
+                        Some(controller::peer::PeerPublishing {
+                            namespace: namespace.clone(),
+                            pod: pod.clone(),
+                            interval: args.peer_interval,
+                        })
+                    }
+                    _ => None,
+                };
                 let lease = args.leader_elect.then(|| controller::app::LeaseOptions {
                     name: args.lease_name,
                     namespace: args.lease_namespace,
@@ -60,6 +70,7 @@ fn main() -> std::process::ExitCode {
                     metrics_listen: args.metrics_listen,
                     concurrency: args.concurrency,
                     lease,
+                    peer,
                 };
                 controller::app::run(config, options).await
             }

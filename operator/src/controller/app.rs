@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// `None`: no leader election (a single replica).
     pub lease: Option<LeaseOptions>,
+    /// `None`: the IPFS peer is not published (outside a cluster, or no Pod name).
+    pub peer: Option<super::peer::PeerPublishing>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,15 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         let mut rx = rx;
         let _ = rx.wait_for(|s| *s).await;
     };
+
+    // Every replica publishes its daemon's peer, leader or not (the agents fetch from any).
+    let _peer = options.peer.clone().map(|peer| {
+        AbortOnDrop(tokio::spawn(super::peer::publish_loop(
+            client.clone(),
+            ipfs.clone(),
+            peer,
+        )))
+    });
 
     let router = server::router(metrics.clone(), ipfs.clone());
     let server = tokio::spawn(server::serve(
@@ -135,4 +146,13 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await;
+}
+
+/// Stops a background task when `run` returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

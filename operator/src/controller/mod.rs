@@ -10,6 +10,7 @@ pub mod app;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod peer;
 pub mod reconcile;
 pub mod server;
 
