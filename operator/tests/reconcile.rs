@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipfs_image_api::conditions::types;
@@ -18,7 +19,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 use support::*;
 use testkit::{
-    IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    Answer, HttpProxy, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
+    push_layout,
 };
 
 fn source_spec(source: &str) -> IpfsImageSpec {
@@ -395,7 +397,7 @@ fn delete_unpins_only_when_no_other_object_holds_the_image() {
     });
 }
 
-/// Status and Event of a failure that happens before any IPFS work.
+/// Status and Event of a failure that happens before any IPFS work: phase `Failed`.
 async fn expect_failure(
     obj: &ipfs_image_api::IpfsImage,
     config: Config,
@@ -403,31 +405,64 @@ async fn expect_failure(
     importing: bool,
     reason: Reason,
 ) -> IpfsImageStatus {
+    expect_failure_with(
+        obj,
+        dead_ipfs(),
+        config,
+        secret,
+        importing,
+        reason,
+        Phase::Failed,
+    )
+    .await
+}
+
+/// The exact writes of a failed reconcile: (a Secret read,) (phase Importing,) the failure
+/// status with `reason` on Imported and Ready and the phase `phase`, one Warning Event with
+/// `reason`; then nothing. The failure is counted under `reason` and retried after the first
+/// backoff step.
+async fn expect_failure_with<S: IpfsStore + 'static>(
+    obj: &ipfs_image_api::IpfsImage,
+    ipfs: S,
+    config: Config,
+    secret: Option<(&str, Option<serde_json::Value>)>,
+    importing: bool,
+    reason: Reason,
+    phase: Phase,
+) -> IpfsImageStatus {
     let secret = secret.map(|(n, s)| (n.to_owned(), s));
-    let (result, failed, metrics) = reconcile_with(obj, dead_ipfs(), config, |mut api| {
-        let echo = obj.clone();
-        async move {
-            if let Some((name, secret)) = secret {
-                api.secret(&name, secret).await;
+    let first_backoff = config.backoff(1);
+    let (result, retry, (failed, event), metrics) =
+        reconcile_and_retry(obj, ipfs, config, |mut api| {
+            let echo = obj.clone();
+            async move {
+                if let Some((name, secret)) = secret {
+                    api.secret(&name, secret).await;
+                }
+                if importing {
+                    let c = api.status_patch(&echo).await;
+                    assert_eq!(patched_status(&c).phase, Some(Phase::Importing));
+                }
+                let failed = api.status_patch(&echo).await;
+                let event = api.event(&echo, "Warning", reason.as_str()).await;
+                api.done().await;
+                (failed, event)
             }
-            if importing {
-                api.status_patch(&echo).await;
-            }
-            let failed = api.status_patch(&echo).await;
-            api.event(&echo, "Warning", reason.as_str()).await;
-            api.done().await;
-            failed
-        }
-    })
-    .await;
+        })
+        .await;
     let error = result.unwrap_err();
     assert_eq!(error.reason(), Some(reason), "{error}");
+    assert_eq!(
+        retry,
+        Some(Action::requeue(first_backoff)),
+        "retried with backoff"
+    );
     assert_eq!(
         metrics.failures.with_label_values(&[reason.as_str()]).get(),
         1
     );
     let status = patched_status(&failed);
-    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.phase, Some(phase), "{status:?}");
     for type_ in [types::IMPORTED, types::READY] {
         let c = condition(&status, type_);
         assert_eq!(
@@ -436,6 +471,11 @@ async fn expect_failure(
         );
         assert!(!c.message.is_empty());
     }
+    assert_eq!(
+        event.body["note"].as_str(),
+        Some(condition(&status, types::READY).message.as_str()),
+        "the Event says what the condition says"
+    );
     status
 }
 
@@ -598,4 +638,217 @@ fn only_spec_deletion_finalizers_and_node_pins_trigger_reconciles() {
             last_transition_time: None,
         });
     assert_ne!(relevant_change(&node_pin), base);
+}
+
+/// What the proxy answers for manifest requests (`None`: forward to the registry), switchable
+/// while it runs.
+#[derive(Clone, Default)]
+struct Switch(Arc<Mutex<Option<Answer>>>);
+
+impl Switch {
+    fn set(&self, answer: Option<Answer>) {
+        *self.0.lock().unwrap() = answer;
+    }
+}
+
+/// A proxy in front of `registry` whose answer to `GET …/manifests/…` the test switches.
+fn switched_proxy(registry: &Registry) -> (HttpProxy, Switch) {
+    let switch = Switch::default();
+    let answer = switch.clone();
+    let proxy = HttpProxy::start(&registry.addr, move |method, path| {
+        (method == "GET" && path.contains("/manifests/"))
+            .then(|| answer.0.lock().unwrap().clone())
+            .flatten()
+    })
+    .unwrap();
+    (proxy, switch)
+}
+
+fn registry_with_busybox() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_busybox_layout(dir.path()).unwrap();
+    let registry = Registry::start().unwrap();
+    push_layout(
+        &layout,
+        TestImage::AMD64,
+        &registry,
+        "busybox:1",
+        PushFormat::Oci,
+    )
+    .unwrap();
+    (dir, registry)
+}
+
+fn plain_registry() -> SourceRegistry {
+    SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn registry_403_is_forbidden() {
+    let (_dir, registry) = registry_with_busybox();
+    let (proxy, switch) = switched_proxy(&registry);
+    block_on(async {
+        let source = format!("{}/busybox:1", proxy.addr);
+        let config = config_for(&proxy.addr);
+        // Through the proxy the image is there: the 403s below are the only difference.
+        plain_registry()
+            .fetch_manifest(&source.parse().unwrap())
+            .await
+            .unwrap();
+
+        // The registry's own refusal: 403 with a DENIED error envelope.
+        switch.set(Some(Answer::oci_error(
+            403,
+            "DENIED",
+            "requested access to the resource is denied",
+        )));
+        let status = expect_failure(
+            &object("denied", source_spec(&source)),
+            config.clone(),
+            None,
+            true,
+            Reason::RegistryForbidden,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains("requested access to the resource is denied")
+                && message.contains("busybox:1"),
+            "{message}"
+        );
+
+        // A bare 403 without an envelope (a proxy or WAF in front of the registry).
+        switch.set(Some(Answer::text(403, "blocked by policy")));
+        let status = expect_failure(
+            &object("blocked", source_spec(&source)),
+            config,
+            None,
+            true,
+            Reason::RegistryForbidden,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains("403") && message.contains("blocked by policy"),
+            "{message}"
+        );
+    });
+    let log = proxy.requests();
+    assert!(
+        log.contains(&"GET /v2/busybox/manifests/1 -> 200".to_owned()),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| *l == "GET /v2/busybox/manifests/1 -> 403 (proxy)")
+            .count(),
+        2,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn registry_outages_are_transient_and_recover() {
+    let (_dir, registry) = registry_with_busybox();
+    let (proxy, switch) = switched_proxy(&registry);
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let source = format!("{}/busybox:1", proxy.addr);
+        let config = config_for(&proxy.addr);
+        let mut failed = Vec::new();
+        for (name, answer, says) in [
+            ("e500", Answer::text(500, "internal error"), "500"),
+            (
+                "e503",
+                Answer::text(503, "maintenance").with_header("retry-after", "30"),
+                "503",
+            ),
+            (
+                "e429",
+                Answer::oci_error(429, "TOOMANYREQUESTS", "pull rate limit exceeded"),
+                "pull rate limit exceeded",
+            ),
+        ] {
+            switch.set(Some(answer));
+            let obj = object(name, source_spec(&source));
+            let status = expect_failure_with(
+                &obj,
+                dead_ipfs(),
+                config.clone(),
+                None,
+                true,
+                Reason::RegistryUnavailable,
+                Phase::Importing,
+            )
+            .await;
+            let message = &condition(&status, types::READY).message;
+            assert!(message.contains(says), "{message}");
+            failed.push(with_status(&obj, status));
+        }
+
+        // Nothing listens at all.
+        let down = format!("127.0.0.1:{}", testkit::free_port());
+        expect_failure_with(
+            &object("down", source_spec(&format!("{down}/busybox:1"))),
+            dead_ipfs(),
+            config_for(&down),
+            None,
+            true,
+            Reason::RegistryUnavailable,
+            Phase::Importing,
+        )
+        .await;
+
+        // The retry of an outage that goes on writes nothing, and is retried again.
+        let still_down = failed.pop().unwrap();
+        switch.set(Some(Answer::oci_error(
+            429,
+            "TOOMANYREQUESTS",
+            "pull rate limit exceeded",
+        )));
+        let (result, retry, (), metrics) =
+            reconcile_and_retry(&still_down, dead_ipfs(), config.clone(), |api| api.done()).await;
+        assert_eq!(
+            result.unwrap_err().reason(),
+            Some(Reason::RegistryUnavailable)
+        );
+        assert_eq!(retry, Some(Action::requeue(Duration::from_secs(5))));
+        assert_eq!(
+            metrics
+                .failures
+                .with_label_values(&["RegistryUnavailable"])
+                .get(),
+            1
+        );
+
+        // The registry is back: the next retry imports.
+        switch.set(None);
+        let (result, retry, (ready, _), _) =
+            reconcile_and_retry(&still_down, kubo(&daemon), config, |mut api| {
+                let echo = still_down.clone();
+                async move {
+                    let ready = api.status_patch(&echo).await;
+                    let event = api.event(&echo, "Normal", "Imported").await;
+                    api.done().await;
+                    (ready, event)
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), requeue(Duration::from_secs(3600)));
+        assert_eq!(retry, None);
+        let status = patched_status(&ready);
+        assert_eq!(status.phase, Some(Phase::Ready));
+        for type_ in [types::IMPORTED, types::READY] {
+            assert_eq!(condition(&status, type_).status, "True");
+        }
+    });
+    let log = proxy.requests();
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with("(proxy)")).count(),
+        4,
+        "{log:?}"
+    );
 }

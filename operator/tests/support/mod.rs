@@ -229,18 +229,36 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    let (result, _, out, metrics) = reconcile_and_retry(obj, ipfs, config, scenario).await;
+    (result, out, metrics)
+}
+
+/// [`reconcile_with`], also returning what the controller's error policy decided after a
+/// failure (the retry and its backoff); `None` after a success.
+pub async fn reconcile_and_retry<S, F, Fut, T>(
+    obj: &IpfsImage,
+    ipfs: S,
+    config: Config,
+    scenario: F,
+) -> (Result<Action>, Option<Action>, T, Metrics)
+where
+    S: IpfsStore + 'static,
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let metrics = Metrics::new();
     let ctx = Arc::new(Context::new(client, ipfs, config, metrics.clone()));
     let scenario = tokio::spawn(scenario(ApiServer(handle)));
     let result = reconcile(Arc::new(obj.clone()), ctx.clone()).await;
-    if let Err(e) = &result {
-        ipfs_image_operator::controller::error_policy(Arc::new(obj.clone()), e, ctx.clone());
-    }
+    let retry = result.as_ref().err().map(|e| {
+        ipfs_image_operator::controller::error_policy(Arc::new(obj.clone()), e, ctx.clone())
+    });
     drop(ctx);
     let out = scenario.await.expect("scenario panicked");
-    (result, out, metrics)
+    (result, retry, out, metrics)
 }
 
 /// An IpfsImage as the apiserver would hand it over: namespaced, generation 1, with our finalizer.
