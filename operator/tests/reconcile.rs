@@ -6,12 +6,21 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt;
+
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::{IpfsImageSpec, IpfsImageStatus, Phase, PullSecretReference, Reason};
 use ipfs_image_operator::controller::Config;
-use ipfs_oci::content_id::{parse_cid, to_base32};
+use ipfs_oci::Cid;
+use ipfs_oci::content_id::{ipfs_url, parse_cid, to_base32};
 use ipfs_oci::convert::{ConvertOptions, convert};
+use ipfs_oci::digest::Digest;
+use ipfs_oci::format::{
+    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, RootDescriptor, media_type,
+};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
+use ipfs_oci::resolve::{ResolveError, resolve};
 use ipfs_oci::source::{Reference, SourceOptions, SourceRegistry};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -851,4 +860,266 @@ fn registry_outages_are_transient_and_recover() {
         4,
         "{log:?}"
     );
+}
+
+#[test]
+fn oversized_manifests_are_manifest_too_large() {
+    let (_dir, registry) = registry_with_busybox();
+    // An index whose descriptor declares its manifest over the limit. The registry takes it: on
+    // a push it checks that the manifest exists, not the size the index claims for it.
+    let amd64 = block_on(async {
+        plain_registry()
+            .fetch_manifest(&format!("{}/busybox:1", registry.addr).parse().unwrap())
+            .await
+            .unwrap()
+            .digest
+    });
+    let declared = MAX_MANIFEST_BYTES + 1;
+    let index = json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [{
+        "mediaType": media_type::OCI_MANIFEST, "digest": amd64.to_string(), "size": declared,
+        "platform": {"os": "linux", "architecture": "amd64"}}]});
+    registry
+        .put_manifest(
+            "busybox",
+            "big-index",
+            media_type::OCI_INDEX,
+            &serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+
+    // A manifest that is over the limit as served (the registry refuses to store one, so the
+    // proxy serves it): a valid OCI manifest with 4 MiB of annotation.
+    let huge = json!({"schemaVersion": 2, "mediaType": media_type::OCI_MANIFEST,
+        "config": {"mediaType": media_type::OCI_CONFIG, "digest": Digest::of(b"{}").to_string(), "size": 2},
+        "layers": [], "annotations": {"padding": "x".repeat(MAX_MANIFEST_BYTES as usize)}});
+    let huge = serde_json::to_vec(&huge).unwrap();
+    let huge_len = huge.len();
+    let huge_answer = Answer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), media_type::OCI_MANIFEST.into()),
+            (
+                "docker-content-digest".into(),
+                Digest::of(&huge).to_string(),
+            ),
+        ],
+        body: huge,
+    };
+    let proxy = HttpProxy::start(&registry.addr, move |method, path| {
+        (method == "GET" && path == "/v2/huge/manifests/1").then(|| huge_answer.clone())
+    })
+    .unwrap();
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let status = expect_failure(
+            &object("huge", source_spec(&format!("{}/huge:1", proxy.addr))),
+            config_for(&proxy.addr),
+            None,
+            true,
+            Reason::ManifestTooLarge,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains(&format!(
+                "huge:1 is {huge_len} bytes, over the {MAX_MANIFEST_BYTES} byte limit"
+            )),
+            "{message}"
+        );
+
+        // The declared size is refused before the manifest is requested; the top index was
+        // already stored, so this one needs the real IPFS daemon.
+        let status = expect_failure_with(
+            &object(
+                "big-index",
+                source_spec(&format!("{}/busybox:big-index", registry.addr)),
+            ),
+            kubo(&daemon),
+            config_for(&registry.addr),
+            None,
+            true,
+            Reason::ManifestTooLarge,
+            Phase::Failed,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains(&amd64.to_string()) && message.contains(&format!("{declared} bytes")),
+            "{message}"
+        );
+    });
+    let log = proxy.requests();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("/manifests/"))
+            .collect::<Vec<_>>(),
+        ["GET /v2/huge/manifests/1 -> 200 (proxy)"],
+        "one manifest request, answered by the proxy: {log:?}"
+    );
+}
+
+/// Add `doc` to IPFS and return its descriptor with the `ipfs://` url, as the format writes it.
+async fn add_json(ipfs: &KuboClient, doc: &serde_json::Value, mt: &str) -> serde_json::Value {
+    let bytes = serde_json::to_vec(doc).unwrap();
+    let cid = ipfs
+        .add_bytes(Bytes::from(bytes.clone()))
+        .await
+        .unwrap()
+        .cid;
+    json!({"mediaType": mt, "digest": Digest::of(&bytes).to_string(), "size": bytes.len(), "urls": [ipfs_url(&cid)]})
+}
+
+/// The image CID of a top-level descriptor: the CID of its JSON.
+async fn add_root(ipfs: &KuboClient, descriptor: &serde_json::Value) -> Cid {
+    let root: RootDescriptor = serde_json::from_value(descriptor.clone()).unwrap();
+    let bytes = serde_json::to_vec(&root).unwrap();
+    ipfs.add_bytes(Bytes::from(bytes)).await.unwrap().cid
+}
+
+fn index_of(manifests: &[serde_json::Value], n: usize) -> serde_json::Value {
+    json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": manifests,
+        "annotations": {"n": n.to_string()}})
+}
+
+fn cid_spec(cid: &Cid) -> IpfsImageSpec {
+    IpfsImageSpec {
+        cid: Some(to_base32(cid)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn adopted_images_beyond_the_limits_become_reasons() {
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let ipfs = kubo(&daemon);
+        let adopt_failure = |name: &'static str, cid: Cid, reason: Reason| {
+            let obj = object(name, cid_spec(&cid));
+            let ipfs = kubo(&daemon);
+            async move {
+                let status = expect_failure_with(
+                    &obj,
+                    ipfs,
+                    Config::default(),
+                    None,
+                    true,
+                    reason,
+                    Phase::Failed,
+                )
+                .await;
+                let message = condition(&status, types::READY).message.clone();
+                assert!(message.contains(&to_base32(&cid)), "{message}");
+                message
+            }
+        };
+
+        // Indexes nested in indexes; chain[k] has k levels of indexes below it.
+        let mut chain = vec![add_json(&ipfs, &index_of(&[], 0), media_type::OCI_INDEX).await];
+        for level in 1..=MAX_NESTING + 1 {
+            let inner = chain.last().unwrap().clone();
+            chain.push(add_json(&ipfs, &index_of(&[inner], level), media_type::OCI_INDEX).await);
+        }
+        let at_limit = add_root(&ipfs, &chain[MAX_NESTING]).await;
+        resolve(&ipfs, &at_limit).await.unwrap();
+        let too_deep = add_root(&ipfs, &chain[MAX_NESTING + 1]).await;
+        let err = resolve(&ipfs, &too_deep).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::TooDeep {
+                    max: MAX_NESTING,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = adopt_failure("deep", too_deep, Reason::DagTooDeep).await;
+        assert!(
+            message.contains(&format!("nested deeper than {MAX_NESTING} levels")),
+            "{message}"
+        );
+
+        // Many distinct (empty) indexes under one top; the top counts too.
+        let children: Vec<_> = futures::stream::iter(0..MAX_MANIFESTS)
+            .map(|i| {
+                let ipfs = ipfs.clone();
+                async move { add_json(&ipfs, &index_of(&[], i + 1), media_type::OCI_INDEX).await }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        let at_limit = add_json(
+            &ipfs,
+            &index_of(&children[..MAX_MANIFESTS - 1], 0),
+            media_type::OCI_INDEX,
+        )
+        .await;
+        resolve(&ipfs, &add_root(&ipfs, &at_limit).await)
+            .await
+            .unwrap();
+        let over = add_json(&ipfs, &index_of(&children, 0), media_type::OCI_INDEX).await;
+        let over = add_root(&ipfs, &over).await;
+        let err = resolve(&ipfs, &over).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::TooManyManifests {
+                    max: MAX_MANIFESTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = adopt_failure("wide", over, Reason::TooManyManifests).await;
+        assert!(
+            message.contains(&format!("more than {MAX_MANIFESTS} manifests")),
+            "{message}"
+        );
+
+        // A top index whose descriptor declares more than the limit: refused unread.
+        let mut big = chain[0].clone();
+        big["size"] = json!(MAX_MANIFEST_BYTES + 1);
+        let big = add_root(&ipfs, &big).await;
+        let message = adopt_failure("big", big, Reason::ManifestTooLarge).await;
+        assert!(
+            message.contains(&format!(
+                "{} bytes, over the {MAX_MANIFEST_BYTES} byte limit",
+                MAX_MANIFEST_BYTES + 1
+            )),
+            "{message}"
+        );
+
+        // A descriptor whose digest does not match what its url holds.
+        let mut lying = chain[1].clone();
+        lying["digest"] = chain[2]["digest"].clone();
+        lying["size"] = chain[2]["size"].clone();
+        let lying = add_root(&ipfs, &lying).await;
+        adopt_failure("lying", lying, Reason::InvalidImage).await;
+
+        // JSON that is not a descriptor.
+        let not_image = ipfs
+            .add_bytes(Bytes::from_static(br#"{"hello":"world"}"#))
+            .await
+            .unwrap()
+            .cid;
+        let message = adopt_failure("notimage", not_image, Reason::InvalidImage).await;
+        assert!(message.contains("not an OCI descriptor"), "{message}");
+
+        // The operator's IPFS daemon is down: transient.
+        expect_failure_with(
+            &object("offline", cid_spec(&cid_in(&chain[0]))),
+            dead_ipfs(),
+            Config::default(),
+            None,
+            true,
+            Reason::IpfsUnavailable,
+            Phase::Importing,
+        )
+        .await;
+    });
+}
+
+fn cid_in(descriptor: &serde_json::Value) -> Cid {
+    let url = descriptor["urls"][0].as_str().unwrap();
+    parse_cid(url.trim_start_matches("ipfs://")).unwrap()
 }
