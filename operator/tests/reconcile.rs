@@ -724,7 +724,8 @@ fn registry_403_is_forbidden() {
         .await;
         let message = &condition(&status, types::READY).message;
         assert!(
-            message.contains("requested access to the resource is denied")
+            message.starts_with("the registry denies these credentials access")
+                && message.contains("requested access to the resource is denied")
                 && message.contains("busybox:1"),
             "{message}"
         );
@@ -794,7 +795,10 @@ fn registry_outages_are_transient_and_recover() {
             )
             .await;
             let message = &condition(&status, types::READY).message;
-            assert!(message.contains(says), "{message}");
+            assert!(
+                message.starts_with("the registry is unavailable") && message.contains(says),
+                "{message}"
+            );
             failed.push(with_status(&obj, status));
         }
 

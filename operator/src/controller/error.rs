@@ -88,17 +88,26 @@ impl From<IpfsError> for Error {
 
 impl From<SourceError> for Error {
     fn from(e: SourceError) -> Self {
-        let reason = match e.kind {
-            SourceErrorKind::Unauthorized => Reason::RegistryUnauthorized,
-            SourceErrorKind::Forbidden => Reason::RegistryForbidden,
-            SourceErrorKind::NotFound => Reason::RegistryNotFound,
-            SourceErrorKind::Unreachable | SourceErrorKind::ServerError => {
-                Reason::RegistryUnavailable
+        let (reason, says) = match e.kind {
+            SourceErrorKind::Unauthorized => (
+                Reason::RegistryUnauthorized,
+                "the registry wants other credentials (spec.imagePullSecrets)",
+            ),
+            SourceErrorKind::Forbidden => (
+                Reason::RegistryForbidden,
+                "the registry denies these credentials access to the repository",
+            ),
+            SourceErrorKind::NotFound => (Reason::RegistryNotFound, "not in the registry"),
+            SourceErrorKind::Unreachable | SourceErrorKind::ServerError => (
+                Reason::RegistryUnavailable,
+                "the registry is unavailable; retrying with backoff",
+            ),
+            SourceErrorKind::TooLarge => (Reason::ManifestTooLarge, "not imported"),
+            SourceErrorKind::Invalid => {
+                (Reason::InvalidImage, "the registry sent an invalid image")
             }
-            SourceErrorKind::TooLarge => Reason::ManifestTooLarge,
-            SourceErrorKind::Invalid => Reason::InvalidImage,
         };
-        Self::image(reason, e.message)
+        Self::image(reason, format!("{says}: {}", e.message))
     }
 }
 
