@@ -46,8 +46,11 @@ pub enum Reason {
     ContentUnavailable,
     /// A manifest or index is larger than the 4 MiB limit registries also enforce.
     ManifestTooLarge,
-    /// The image's descriptors loop or nest deeper than the controller follows.
+    /// The image's indexes nest more than 4 levels deep (content addressing rules out loops,
+    /// so depth is what bounds the walk).
     DagTooDeep,
+    /// The image lists more than 1024 manifests and indexes, all levels together.
+    TooManyManifests,
     /// The image is malformed: bad JSON, unknown media type, or a digest or size mismatch.
     InvalidImage,
     /// The source is being converted and added to IPFS.
@@ -72,7 +75,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InvalidReference,
         Reason::SecretNotFound,
         Reason::SecretInvalid,
@@ -84,6 +87,7 @@ impl Reason {
         Reason::ContentUnavailable,
         Reason::ManifestTooLarge,
         Reason::DagTooDeep,
+        Reason::TooManyManifests,
         Reason::InvalidImage,
         Reason::Importing,
         Reason::Imported,
@@ -110,6 +114,7 @@ impl Reason {
             Reason::ContentUnavailable => "ContentUnavailable",
             Reason::ManifestTooLarge => "ManifestTooLarge",
             Reason::DagTooDeep => "DagTooDeep",
+            Reason::TooManyManifests => "TooManyManifests",
             Reason::InvalidImage => "InvalidImage",
             Reason::Importing => "Importing",
             Reason::Imported => "Imported",
@@ -140,6 +145,7 @@ impl Reason {
                 | Reason::ContentUnavailable
                 | Reason::ManifestTooLarge
                 | Reason::DagTooDeep
+                | Reason::TooManyManifests
                 | Reason::InvalidImage
         )
     }
@@ -331,6 +337,9 @@ mod tests {
     fn failures_are_the_error_reasons() {
         assert!(Reason::RegistryUnauthorized.is_failure());
         assert!(Reason::DagTooDeep.is_failure());
+        assert!(Reason::TooManyManifests.is_failure());
+        let failures = Reason::ALL.iter().filter(|r| r.is_failure()).count();
+        assert_eq!(failures, 13, "every failure reason is listed in is_failure");
         assert!(!Reason::Ready.is_failure());
         assert!(!Reason::WaitingForReplicas.is_failure());
         assert!(!Reason::TagMoved.is_failure());

@@ -65,6 +65,16 @@ pub enum ConvertError {
     Ipfs(#[from] IpfsError),
     #[error("invalid image: {0}")]
     Invalid(String),
+    /// Indexes nest deeper than [`MAX_NESTING`].
+    #[error("invalid image: indexes nested deeper than {max} levels")]
+    TooDeep { max: usize },
+    /// More than [`MAX_MANIFESTS`] manifests and indexes, all levels together.
+    #[error("invalid image: more than {max} manifests and indexes")]
+    TooManyManifests { max: usize },
+    /// A config or converted manifest over [`MAX_MANIFEST_BYTES`] (a source manifest over the
+    /// limit is a [`SourceError`] of kind `TooLarge`).
+    #[error("{what} is {size} bytes, over the {max} byte limit")]
+    TooLarge { what: String, size: u64, max: u64 },
     #[error("no manifest matches platforms [{wanted}]; the image has [{available}]")]
     NoMatchingPlatform { wanted: String, available: String },
     #[error(
@@ -253,9 +263,7 @@ impl<S: IpfsStore> Job<'_, S> {
         depth: usize,
     ) -> Result<Value, ConvertError> {
         if depth > MAX_NESTING {
-            return Err(ConvertError::Invalid(format!(
-                "indexes nested deeper than {MAX_NESTING}"
-            )));
+            return Err(ConvertError::TooDeep { max: MAX_NESTING });
         }
         let mut index: Value = serde_json::from_slice(&raw.bytes)
             .map_err(|e| ConvertError::Invalid(format!("index: {e}")))?;
@@ -325,9 +333,7 @@ impl<S: IpfsStore> Job<'_, S> {
     ) -> Result<Value, ConvertError> {
         self.manifests_seen += 1;
         if self.manifests_seen > MAX_MANIFESTS {
-            return Err(ConvertError::Invalid(format!(
-                "more than {MAX_MANIFESTS} manifests"
-            )));
+            return Err(ConvertError::TooManyManifests { max: MAX_MANIFESTS });
         }
         let (converted, platform) = if media_type::is_index(&raw.media_type) {
             (self.convert_index(raw, depth).await?, None)
@@ -341,9 +347,11 @@ impl<S: IpfsStore> Job<'_, S> {
         };
         let bytes = Bytes::from(serde_json::to_vec(&converted).expect("JSON values serialize"));
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(ConvertError::Invalid(
-                "converted manifest exceeds the size limit".into(),
-            ));
+            return Err(ConvertError::TooLarge {
+                what: format!("the converted {}", raw.media_type),
+                size: bytes.len() as u64,
+                max: MAX_MANIFEST_BYTES,
+            });
         }
         let digest = Digest::of(&bytes);
         let cid = self.store_small(&bytes, digest).await?;
@@ -540,9 +548,11 @@ impl<S: IpfsStore> Job<'_, S> {
     ) -> Result<(Cid, Digest, u64), ConvertError> {
         let (digest, size, mt) = descriptor_digest(desc)?;
         if size > MAX_MANIFEST_BYTES {
-            return Err(ConvertError::Invalid(format!(
-                "config {digest} is {size} bytes, over the size limit"
-            )));
+            return Err(ConvertError::TooLarge {
+                what: format!("config {digest}"),
+                size,
+                max: MAX_MANIFEST_BYTES,
+            });
         }
         let mut stream = self
             .source

@@ -44,6 +44,20 @@ pub enum ResolveError {
     Ipfs(#[from] IpfsError),
     #[error("image {root}: {detail}")]
     Invalid { root: String, detail: String },
+    /// Indexes nest deeper than [`MAX_NESTING`] below the top.
+    #[error("image {root}: indexes nested deeper than {max} levels")]
+    TooDeep { root: String, max: usize },
+    /// More than [`MAX_MANIFESTS`] distinct manifests and indexes, all levels together.
+    #[error("image {root}: more than {max} manifests and indexes")]
+    TooManyManifests { root: String, max: usize },
+    /// A descriptor of a manifest or index declares more than [`MAX_MANIFEST_BYTES`].
+    #[error("image {root}: manifest {digest} is {size} bytes, over the {max} byte limit")]
+    TooLarge {
+        root: String,
+        digest: Digest,
+        size: u64,
+        max: u64,
+    },
 }
 
 impl ResolveError {
@@ -157,7 +171,12 @@ impl<S: IpfsStore> Walk<'_, S> {
         size: u64,
     ) -> Result<Bytes, ResolveError> {
         if size > MAX_MANIFEST_BYTES {
-            return Err(self.invalid(format!("manifest {digest} is {size} bytes, over the limit")));
+            return Err(ResolveError::TooLarge {
+                root: self.root.to_owned(),
+                digest,
+                size,
+                max: MAX_MANIFEST_BYTES,
+            });
         }
         let bytes = self.ipfs.cat_to_vec(cid, size).await?;
         verify_bytes(&bytes, digest, Some(size))
@@ -210,13 +229,19 @@ impl<S: IpfsStore> Walk<'_, S> {
         depth: usize,
     ) -> Result<(), ResolveError> {
         if depth > MAX_NESTING {
-            return Err(self.invalid(format!("indexes nested deeper than {MAX_NESTING}")));
+            return Err(ResolveError::TooDeep {
+                root: self.root.to_owned(),
+                max: MAX_NESTING,
+            });
         }
         if !self.visited.insert(digest) {
             return Ok(()); // shared by several parents: already walked
         }
         if self.visited.len() > MAX_MANIFESTS {
-            return Err(self.invalid(format!("more than {MAX_MANIFESTS} manifests")));
+            return Err(ResolveError::TooManyManifests {
+                root: self.root.to_owned(),
+                max: MAX_MANIFESTS,
+            });
         }
         let bytes = self.read_verified(&cid, digest, size).await?;
         let doc: Value = serde_json::from_slice(&bytes)

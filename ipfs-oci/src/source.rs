@@ -42,11 +42,19 @@ impl std::fmt::Debug for Credentials {
 /// Why a registry call failed, coarse enough to become a status condition reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceErrorKind {
+    /// 401, `UNAUTHORIZED`, or the token endpoint refused the credentials.
     Unauthorized,
+    /// 403 or `DENIED`: the registry knows who we are and refuses this repository.
+    Forbidden,
+    /// 404, `MANIFEST_UNKNOWN`, `NAME_UNKNOWN`, `BLOB_UNKNOWN`.
     NotFound,
+    /// No connection, a reset or a timeout.
     Unreachable,
+    /// 5xx, 429 (`TOOMANYREQUESTS`) and other answers that may go away on a retry.
     ServerError,
-    /// The registry answered something that breaks the spec or our limits.
+    /// A manifest (or config) over [`MAX_MANIFEST_BYTES`], by its descriptor or by what was served.
+    TooLarge,
+    /// The registry answered something that breaks the spec.
     Invalid,
 }
 
@@ -66,37 +74,52 @@ impl SourceError {
     }
 
     fn from_oci(what: &str, e: OciDistributionError) -> Self {
-        use OciDistributionError as E;
-        let kind = match &e {
-            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
-                SourceErrorKind::Unauthorized
-            }
-            E::ImageManifestNotFoundError(_) => SourceErrorKind::NotFound,
-            E::ServerError { code, .. } => match code {
-                401 | 403 => SourceErrorKind::Unauthorized,
-                404 => SourceErrorKind::NotFound,
-                _ => SourceErrorKind::ServerError,
-            },
-            E::RegistryError { envelope, .. } => {
-                let codes: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .map(|x| format!("{:?}", x.code))
-                    .collect();
-                let joined = codes.join(",").to_ascii_uppercase();
-                if joined.contains("UNKNOWN") {
-                    SourceErrorKind::NotFound
-                } else if joined.contains("UNAUTHORIZED") || joined.contains("DENIED") {
-                    SourceErrorKind::Unauthorized
-                } else {
-                    SourceErrorKind::ServerError
-                }
-            }
-            E::RequestError(r) if r.is_connect() || r.is_timeout() => SourceErrorKind::Unreachable,
-            E::RequestError(_) | E::IoError(_) => SourceErrorKind::Unreachable,
-            _ => SourceErrorKind::Invalid,
-        };
-        Self::new(kind, format!("{what}: {e}"))
+        Self::new(kind_of(&e), format!("{what}: {e}"))
+    }
+
+    fn too_large(what: impl std::fmt::Display, size: u64) -> Self {
+        Self::new(
+            SourceErrorKind::TooLarge,
+            format!(
+                "{what} is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit for manifests"
+            ),
+        )
+    }
+}
+
+/// The kind of an oci-client error, from the HTTP status or the distribution-spec error code
+/// (oci-client keeps the status only for 401 and for bodies that are not an error envelope).
+fn kind_of(e: &OciDistributionError) -> SourceErrorKind {
+    use OciDistributionError as E;
+    use oci_client::errors::OciErrorCode as C;
+    match e {
+        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => SourceErrorKind::Unauthorized,
+        E::ImageManifestNotFoundError(_) => SourceErrorKind::NotFound,
+        E::ServerError { code, .. } => match code {
+            401 => SourceErrorKind::Unauthorized,
+            403 => SourceErrorKind::Forbidden,
+            404 => SourceErrorKind::NotFound,
+            _ => SourceErrorKind::ServerError,
+        },
+        E::RegistryError { envelope, .. } => {
+            // The first error that says something specific decides.
+            envelope
+                .errors
+                .iter()
+                .find_map(|x| match x.code {
+                    C::Denied => Some(SourceErrorKind::Forbidden),
+                    C::Unauthorized => Some(SourceErrorKind::Unauthorized),
+                    C::ManifestUnknown
+                    | C::NameUnknown
+                    | C::BlobUnknown
+                    | C::ManifestBlobUnknown
+                    | C::NotFound => Some(SourceErrorKind::NotFound),
+                    _ => None,
+                })
+                .unwrap_or(SourceErrorKind::ServerError)
+        }
+        E::RequestError(_) | E::IoError(_) => SourceErrorKind::Unreachable,
+        _ => SourceErrorKind::Invalid,
     }
 }
 
@@ -149,14 +172,9 @@ impl SourceRegistry {
                 SourceError::from_oci(&format!("fetching manifest {}", reference.whole()), e)
             })?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(SourceError::new(
-                SourceErrorKind::Invalid,
-                format!(
-                    "manifest {} is {} bytes, over the {} byte limit",
-                    reference.whole(),
-                    bytes.len(),
-                    MAX_MANIFEST_BYTES
-                ),
+            return Err(SourceError::too_large(
+                format_args!("manifest {}", reference.whole()),
+                bytes.len() as u64,
             ));
         }
         // Hash the bytes ourselves; the registry's digest header is only a hint.
@@ -195,9 +213,9 @@ impl SourceRegistry {
         size: u64,
     ) -> Result<RawManifest, SourceError> {
         if size > MAX_MANIFEST_BYTES {
-            return Err(SourceError::new(
-                SourceErrorKind::Invalid,
-                format!("manifest {digest} is {size} bytes, over the limit"),
+            return Err(SourceError::too_large(
+                format_args!("manifest {digest} (by its descriptor)"),
+                size,
             ));
         }
         let child = reference.clone_with_digest(digest.to_string());

@@ -3,14 +3,24 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
 
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::{IpfsImageSpec, IpfsImageStatus, Phase, PullSecretReference, Reason};
 use ipfs_image_operator::controller::Config;
-use ipfs_oci::content_id::{parse_cid, to_base32};
+use ipfs_oci::Cid;
+use ipfs_oci::content_id::{ipfs_url, parse_cid, to_base32};
 use ipfs_oci::convert::{ConvertOptions, convert};
+use ipfs_oci::digest::Digest;
+use ipfs_oci::format::{
+    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, RootDescriptor, media_type,
+};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
+use ipfs_oci::resolve::{ResolveError, resolve};
 use ipfs_oci::source::{Reference, SourceOptions, SourceRegistry};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -18,7 +28,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 use support::*;
 use testkit::{
-    IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    Answer, HttpProxy, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
+    push_layout,
 };
 
 fn source_spec(source: &str) -> IpfsImageSpec {
@@ -395,7 +406,7 @@ fn delete_unpins_only_when_no_other_object_holds_the_image() {
     });
 }
 
-/// Status and Event of a failure that happens before any IPFS work.
+/// Status and Event of a failure that happens before any IPFS work: phase `Failed`.
 async fn expect_failure(
     obj: &ipfs_image_api::IpfsImage,
     config: Config,
@@ -403,31 +414,64 @@ async fn expect_failure(
     importing: bool,
     reason: Reason,
 ) -> IpfsImageStatus {
+    expect_failure_with(
+        obj,
+        dead_ipfs(),
+        config,
+        secret,
+        importing,
+        reason,
+        Phase::Failed,
+    )
+    .await
+}
+
+/// The exact writes of a failed reconcile: (a Secret read,) (phase Importing,) the failure
+/// status with `reason` on Imported and Ready and the phase `phase`, one Warning Event with
+/// `reason`; then nothing. The failure is counted under `reason` and retried after the first
+/// backoff step.
+async fn expect_failure_with<S: IpfsStore + 'static>(
+    obj: &ipfs_image_api::IpfsImage,
+    ipfs: S,
+    config: Config,
+    secret: Option<(&str, Option<serde_json::Value>)>,
+    importing: bool,
+    reason: Reason,
+    phase: Phase,
+) -> IpfsImageStatus {
     let secret = secret.map(|(n, s)| (n.to_owned(), s));
-    let (result, failed, metrics) = reconcile_with(obj, dead_ipfs(), config, |mut api| {
-        let echo = obj.clone();
-        async move {
-            if let Some((name, secret)) = secret {
-                api.secret(&name, secret).await;
+    let first_backoff = config.backoff(1);
+    let (result, retry, (failed, event), metrics) =
+        reconcile_and_retry(obj, ipfs, config, |mut api| {
+            let echo = obj.clone();
+            async move {
+                if let Some((name, secret)) = secret {
+                    api.secret(&name, secret).await;
+                }
+                if importing {
+                    let c = api.status_patch(&echo).await;
+                    assert_eq!(patched_status(&c).phase, Some(Phase::Importing));
+                }
+                let failed = api.status_patch(&echo).await;
+                let event = api.event(&echo, "Warning", reason.as_str()).await;
+                api.done().await;
+                (failed, event)
             }
-            if importing {
-                api.status_patch(&echo).await;
-            }
-            let failed = api.status_patch(&echo).await;
-            api.event(&echo, "Warning", reason.as_str()).await;
-            api.done().await;
-            failed
-        }
-    })
-    .await;
+        })
+        .await;
     let error = result.unwrap_err();
     assert_eq!(error.reason(), Some(reason), "{error}");
+    assert_eq!(
+        retry,
+        Some(Action::requeue(first_backoff)),
+        "retried with backoff"
+    );
     assert_eq!(
         metrics.failures.with_label_values(&[reason.as_str()]).get(),
         1
     );
     let status = patched_status(&failed);
-    assert_eq!(status.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.phase, Some(phase), "{status:?}");
     for type_ in [types::IMPORTED, types::READY] {
         let c = condition(&status, type_);
         assert_eq!(
@@ -436,6 +480,11 @@ async fn expect_failure(
         );
         assert!(!c.message.is_empty());
     }
+    assert_eq!(
+        event.body["note"].as_str(),
+        Some(condition(&status, types::READY).message.as_str()),
+        "the Event says what the condition says"
+    );
     status
 }
 
@@ -598,4 +647,483 @@ fn only_spec_deletion_finalizers_and_node_pins_trigger_reconciles() {
             last_transition_time: None,
         });
     assert_ne!(relevant_change(&node_pin), base);
+}
+
+/// What the proxy answers for manifest requests (`None`: forward to the registry), switchable
+/// while it runs.
+#[derive(Clone, Default)]
+struct Switch(Arc<Mutex<Option<Answer>>>);
+
+impl Switch {
+    fn set(&self, answer: Option<Answer>) {
+        *self.0.lock().unwrap() = answer;
+    }
+}
+
+/// A proxy in front of `registry` whose answer to `GET …/manifests/…` the test switches.
+fn switched_proxy(registry: &Registry) -> (HttpProxy, Switch) {
+    let switch = Switch::default();
+    let answer = switch.clone();
+    let proxy = HttpProxy::start(&registry.addr, move |method, path| {
+        (method == "GET" && path.contains("/manifests/"))
+            .then(|| answer.0.lock().unwrap().clone())
+            .flatten()
+    })
+    .unwrap();
+    (proxy, switch)
+}
+
+fn registry_with_busybox() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_busybox_layout(dir.path()).unwrap();
+    let registry = Registry::start().unwrap();
+    push_layout(
+        &layout,
+        TestImage::AMD64,
+        &registry,
+        "busybox:1",
+        PushFormat::Oci,
+    )
+    .unwrap();
+    (dir, registry)
+}
+
+fn plain_registry() -> SourceRegistry {
+    SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn registry_403_is_forbidden() {
+    let (_dir, registry) = registry_with_busybox();
+    let (proxy, switch) = switched_proxy(&registry);
+    block_on(async {
+        let source = format!("{}/busybox:1", proxy.addr);
+        let config = config_for(&proxy.addr);
+        // Through the proxy the image is there: the 403s below are the only difference.
+        plain_registry()
+            .fetch_manifest(&source.parse().unwrap())
+            .await
+            .unwrap();
+
+        // The registry's own refusal: 403 with a DENIED error envelope.
+        switch.set(Some(Answer::oci_error(
+            403,
+            "DENIED",
+            "requested access to the resource is denied",
+        )));
+        let status = expect_failure(
+            &object("denied", source_spec(&source)),
+            config.clone(),
+            None,
+            true,
+            Reason::RegistryForbidden,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.starts_with("the registry denies these credentials access")
+                && message.contains("requested access to the resource is denied")
+                && message.contains("busybox:1"),
+            "{message}"
+        );
+
+        // A bare 403 without an envelope (a proxy or WAF in front of the registry).
+        switch.set(Some(Answer::text(403, "blocked by policy")));
+        let status = expect_failure(
+            &object("blocked", source_spec(&source)),
+            config,
+            None,
+            true,
+            Reason::RegistryForbidden,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains("403") && message.contains("blocked by policy"),
+            "{message}"
+        );
+    });
+    let log = proxy.requests();
+    assert!(
+        log.contains(&"GET /v2/busybox/manifests/1 -> 200".to_owned()),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| *l == "GET /v2/busybox/manifests/1 -> 403 (proxy)")
+            .count(),
+        2,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn registry_outages_are_transient_and_recover() {
+    let (_dir, registry) = registry_with_busybox();
+    let (proxy, switch) = switched_proxy(&registry);
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let source = format!("{}/busybox:1", proxy.addr);
+        let config = config_for(&proxy.addr);
+        let mut failed = Vec::new();
+        for (name, answer, says) in [
+            ("e500", Answer::text(500, "internal error"), "500"),
+            (
+                "e503",
+                Answer::text(503, "maintenance").with_header("retry-after", "30"),
+                "503",
+            ),
+            (
+                "e429",
+                Answer::oci_error(429, "TOOMANYREQUESTS", "pull rate limit exceeded"),
+                "pull rate limit exceeded",
+            ),
+        ] {
+            switch.set(Some(answer));
+            let obj = object(name, source_spec(&source));
+            let status = expect_failure_with(
+                &obj,
+                dead_ipfs(),
+                config.clone(),
+                None,
+                true,
+                Reason::RegistryUnavailable,
+                Phase::Importing,
+            )
+            .await;
+            let message = &condition(&status, types::READY).message;
+            assert!(
+                message.starts_with("the registry is unavailable") && message.contains(says),
+                "{message}"
+            );
+            failed.push(with_status(&obj, status));
+        }
+
+        // Nothing listens at all.
+        let down = format!("127.0.0.1:{}", testkit::free_port());
+        expect_failure_with(
+            &object("down", source_spec(&format!("{down}/busybox:1"))),
+            dead_ipfs(),
+            config_for(&down),
+            None,
+            true,
+            Reason::RegistryUnavailable,
+            Phase::Importing,
+        )
+        .await;
+
+        // The retry of an outage that goes on writes nothing, and is retried again.
+        let still_down = failed.pop().unwrap();
+        switch.set(Some(Answer::oci_error(
+            429,
+            "TOOMANYREQUESTS",
+            "pull rate limit exceeded",
+        )));
+        let (result, retry, (), metrics) =
+            reconcile_and_retry(&still_down, dead_ipfs(), config.clone(), |api| api.done()).await;
+        assert_eq!(
+            result.unwrap_err().reason(),
+            Some(Reason::RegistryUnavailable)
+        );
+        assert_eq!(retry, Some(Action::requeue(Duration::from_secs(5))));
+        assert_eq!(
+            metrics
+                .failures
+                .with_label_values(&["RegistryUnavailable"])
+                .get(),
+            1
+        );
+
+        // The registry is back: the next retry imports.
+        switch.set(None);
+        let (result, retry, (ready, _), _) =
+            reconcile_and_retry(&still_down, kubo(&daemon), config, |mut api| {
+                let echo = still_down.clone();
+                async move {
+                    let ready = api.status_patch(&echo).await;
+                    let event = api.event(&echo, "Normal", "Imported").await;
+                    api.done().await;
+                    (ready, event)
+                }
+            })
+            .await;
+        assert_eq!(result.unwrap(), requeue(Duration::from_secs(3600)));
+        assert_eq!(retry, None);
+        let status = patched_status(&ready);
+        assert_eq!(status.phase, Some(Phase::Ready));
+        for type_ in [types::IMPORTED, types::READY] {
+            assert_eq!(condition(&status, type_).status, "True");
+        }
+    });
+    let log = proxy.requests();
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with("(proxy)")).count(),
+        4,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn oversized_manifests_are_manifest_too_large() {
+    let (_dir, registry) = registry_with_busybox();
+    // An index whose descriptor declares its manifest over the limit. The registry takes it: on
+    // a push it checks that the manifest exists, not the size the index claims for it.
+    let amd64 = block_on(async {
+        plain_registry()
+            .fetch_manifest(&format!("{}/busybox:1", registry.addr).parse().unwrap())
+            .await
+            .unwrap()
+            .digest
+    });
+    let declared = MAX_MANIFEST_BYTES + 1;
+    let index = json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [{
+        "mediaType": media_type::OCI_MANIFEST, "digest": amd64.to_string(), "size": declared,
+        "platform": {"os": "linux", "architecture": "amd64"}}]});
+    registry
+        .put_manifest(
+            "busybox",
+            "big-index",
+            media_type::OCI_INDEX,
+            &serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+
+    // A manifest that is over the limit as served (the registry refuses to store one, so the
+    // proxy serves it): a valid OCI manifest with 4 MiB of annotation.
+    let huge = json!({"schemaVersion": 2, "mediaType": media_type::OCI_MANIFEST,
+        "config": {"mediaType": media_type::OCI_CONFIG, "digest": Digest::of(b"{}").to_string(), "size": 2},
+        "layers": [], "annotations": {"padding": "x".repeat(MAX_MANIFEST_BYTES as usize)}});
+    let huge = serde_json::to_vec(&huge).unwrap();
+    let huge_len = huge.len();
+    let huge_answer = Answer {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), media_type::OCI_MANIFEST.into()),
+            (
+                "docker-content-digest".into(),
+                Digest::of(&huge).to_string(),
+            ),
+        ],
+        body: huge,
+    };
+    let proxy = HttpProxy::start(&registry.addr, move |method, path| {
+        (method == "GET" && path == "/v2/huge/manifests/1").then(|| huge_answer.clone())
+    })
+    .unwrap();
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let status = expect_failure(
+            &object("huge", source_spec(&format!("{}/huge:1", proxy.addr))),
+            config_for(&proxy.addr),
+            None,
+            true,
+            Reason::ManifestTooLarge,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains(&format!(
+                "huge:1 is {huge_len} bytes, over the {MAX_MANIFEST_BYTES} byte limit"
+            )),
+            "{message}"
+        );
+
+        // The declared size is refused before the manifest is requested; the top index was
+        // already stored, so this one needs the real IPFS daemon.
+        let status = expect_failure_with(
+            &object(
+                "big-index",
+                source_spec(&format!("{}/busybox:big-index", registry.addr)),
+            ),
+            kubo(&daemon),
+            config_for(&registry.addr),
+            None,
+            true,
+            Reason::ManifestTooLarge,
+            Phase::Failed,
+        )
+        .await;
+        let message = &condition(&status, types::READY).message;
+        assert!(
+            message.contains(&amd64.to_string()) && message.contains(&format!("{declared} bytes")),
+            "{message}"
+        );
+    });
+    let log = proxy.requests();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("/manifests/"))
+            .collect::<Vec<_>>(),
+        ["GET /v2/huge/manifests/1 -> 200 (proxy)"],
+        "one manifest request, answered by the proxy: {log:?}"
+    );
+}
+
+/// Add `doc` to IPFS and return its descriptor with the `ipfs://` url, as the format writes it.
+async fn add_json(ipfs: &KuboClient, doc: &serde_json::Value, mt: &str) -> serde_json::Value {
+    let bytes = serde_json::to_vec(doc).unwrap();
+    let cid = ipfs
+        .add_bytes(Bytes::from(bytes.clone()))
+        .await
+        .unwrap()
+        .cid;
+    json!({"mediaType": mt, "digest": Digest::of(&bytes).to_string(), "size": bytes.len(), "urls": [ipfs_url(&cid)]})
+}
+
+/// The image CID of a top-level descriptor: the CID of its JSON.
+async fn add_root(ipfs: &KuboClient, descriptor: &serde_json::Value) -> Cid {
+    let root: RootDescriptor = serde_json::from_value(descriptor.clone()).unwrap();
+    let bytes = serde_json::to_vec(&root).unwrap();
+    ipfs.add_bytes(Bytes::from(bytes)).await.unwrap().cid
+}
+
+fn index_of(manifests: &[serde_json::Value], n: usize) -> serde_json::Value {
+    json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": manifests,
+        "annotations": {"n": n.to_string()}})
+}
+
+fn cid_spec(cid: &Cid) -> IpfsImageSpec {
+    IpfsImageSpec {
+        cid: Some(to_base32(cid)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn adopted_images_beyond_the_limits_become_reasons() {
+    let daemon = IpfsDaemon::start().unwrap();
+    block_on(async {
+        let ipfs = kubo(&daemon);
+        let adopt_failure = |name: &'static str, cid: Cid, reason: Reason| {
+            let obj = object(name, cid_spec(&cid));
+            let ipfs = kubo(&daemon);
+            async move {
+                let status = expect_failure_with(
+                    &obj,
+                    ipfs,
+                    Config::default(),
+                    None,
+                    true,
+                    reason,
+                    Phase::Failed,
+                )
+                .await;
+                let message = condition(&status, types::READY).message.clone();
+                assert!(message.contains(&to_base32(&cid)), "{message}");
+                message
+            }
+        };
+
+        // Indexes nested in indexes; chain[k] has k levels of indexes below it.
+        let mut chain = vec![add_json(&ipfs, &index_of(&[], 0), media_type::OCI_INDEX).await];
+        for level in 1..=MAX_NESTING + 1 {
+            let inner = chain.last().unwrap().clone();
+            chain.push(add_json(&ipfs, &index_of(&[inner], level), media_type::OCI_INDEX).await);
+        }
+        let at_limit = add_root(&ipfs, &chain[MAX_NESTING]).await;
+        resolve(&ipfs, &at_limit).await.unwrap();
+        let too_deep = add_root(&ipfs, &chain[MAX_NESTING + 1]).await;
+        let err = resolve(&ipfs, &too_deep).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::TooDeep {
+                    max: MAX_NESTING,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = adopt_failure("deep", too_deep, Reason::DagTooDeep).await;
+        assert!(
+            message.contains(&format!("nested deeper than {MAX_NESTING} levels")),
+            "{message}"
+        );
+
+        // Many distinct (empty) indexes under one top; the top counts too.
+        let children: Vec<_> = futures::stream::iter(0..MAX_MANIFESTS)
+            .map(|i| {
+                let ipfs = ipfs.clone();
+                async move { add_json(&ipfs, &index_of(&[], i + 1), media_type::OCI_INDEX).await }
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        let at_limit = add_json(
+            &ipfs,
+            &index_of(&children[..MAX_MANIFESTS - 1], 0),
+            media_type::OCI_INDEX,
+        )
+        .await;
+        resolve(&ipfs, &add_root(&ipfs, &at_limit).await)
+            .await
+            .unwrap();
+        let over = add_json(&ipfs, &index_of(&children, 0), media_type::OCI_INDEX).await;
+        let over = add_root(&ipfs, &over).await;
+        let err = resolve(&ipfs, &over).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ResolveError::TooManyManifests {
+                    max: MAX_MANIFESTS,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let message = adopt_failure("wide", over, Reason::TooManyManifests).await;
+        assert!(
+            message.contains(&format!("more than {MAX_MANIFESTS} manifests")),
+            "{message}"
+        );
+
+        // A top index whose descriptor declares more than the limit: refused unread.
+        let mut big = chain[0].clone();
+        big["size"] = json!(MAX_MANIFEST_BYTES + 1);
+        let big = add_root(&ipfs, &big).await;
+        let message = adopt_failure("big", big, Reason::ManifestTooLarge).await;
+        assert!(
+            message.contains(&format!(
+                "{} bytes, over the {MAX_MANIFEST_BYTES} byte limit",
+                MAX_MANIFEST_BYTES + 1
+            )),
+            "{message}"
+        );
+
+        // A descriptor whose digest does not match what its url holds.
+        let mut lying = chain[1].clone();
+        lying["digest"] = chain[2]["digest"].clone();
+        lying["size"] = chain[2]["size"].clone();
+        let lying = add_root(&ipfs, &lying).await;
+        adopt_failure("lying", lying, Reason::InvalidImage).await;
+
+        // JSON that is not a descriptor.
+        let not_image = ipfs
+            .add_bytes(Bytes::from_static(br#"{"hello":"world"}"#))
+            .await
+            .unwrap()
+            .cid;
+        let message = adopt_failure("notimage", not_image, Reason::InvalidImage).await;
+        assert!(message.contains("not an OCI descriptor"), "{message}");
+
+        // The operator's IPFS daemon is down: transient.
+        expect_failure_with(
+            &object("offline", cid_spec(&cid_in(&chain[0]))),
+            dead_ipfs(),
+            Config::default(),
+            None,
+            true,
+            Reason::IpfsUnavailable,
+            Phase::Importing,
+        )
+        .await;
+    });
+}
+
+fn cid_in(descriptor: &serde_json::Value) -> Cid {
+    let url = descriptor["urls"][0].as_str().unwrap();
+    parse_cid(url.trim_start_matches("ipfs://")).unwrap()
 }

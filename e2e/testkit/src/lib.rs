@@ -11,6 +11,7 @@ mod images;
 mod ipfs;
 mod netns;
 mod process;
+mod proxy;
 mod registry;
 
 pub use agent::{Agent, sum_metric};
@@ -19,6 +20,7 @@ pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout
 pub use ipfs::{IpfsDaemon, IpfsKind, IpfsNet, available_ipfs_kinds};
 pub use netns::{NetNode, Netns, TestNet};
 pub use process::{Daemon, free_port, wait_until, wait_until_async};
+pub use proxy::{Answer, HttpProxy};
 pub use registry::Registry;
 
 use std::path::PathBuf;
@@ -62,11 +64,16 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// reqwest needs a TLS crypto provider even for plain HTTP; install ring's once.
-pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
+fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A blocking HTTP client (plain HTTP and HTTPS) with `timeout`.
+pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
+    install_crypto_provider();
     reqwest::blocking::Client::builder()
         .timeout(timeout)
         .build()

@@ -109,6 +109,34 @@ impl Registry {
         self.dir.path()
     }
 
+    /// PUT a manifest or index as it is (blocking: call it outside async code). The registry
+    /// checks what it checks on a push (referenced blobs and manifests exist, 4 MiB body limit).
+    pub fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let url = format!("http://{}/v2/{repository}/manifests/{reference}", self.addr);
+        let mut request = crate::http_client(Duration::from_secs(30))
+            .put(&url)
+            .header("content-type", media_type)
+            .body(bytes.to_vec());
+        if let Some((u, p)) = &self.credentials {
+            request = request.basic_auth(u, Some(p));
+        }
+        let response = request.send().with_context(|| format!("PUT {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "PUT {url}: {status}: {}",
+                response.text().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     /// skopeo `--dest-creds`/`--src-creds` value, if auth is on.
     pub fn creds_arg(&self) -> Option<String> {
         self.credentials.as_ref().map(|(u, p)| format!("{u}:{p}"))

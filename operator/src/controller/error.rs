@@ -88,65 +88,56 @@ impl From<IpfsError> for Error {
 
 impl From<SourceError> for Error {
     fn from(e: SourceError) -> Self {
-        let reason = match e.kind {
-            SourceErrorKind::Unauthorized => {
-                // oci-client folds 403 into its "unauthorized" errors; keep them apart when the text says so.
-                if e.message.contains("403") || e.message.to_ascii_lowercase().contains("forbidden")
-                {
-                    Reason::RegistryForbidden
-                } else {
-                    Reason::RegistryUnauthorized
-                }
-            }
-            SourceErrorKind::NotFound => Reason::RegistryNotFound,
-            SourceErrorKind::Unreachable | SourceErrorKind::ServerError => {
-                Reason::RegistryUnavailable
-            }
+        let (reason, says) = match e.kind {
+            SourceErrorKind::Unauthorized => (
+                Reason::RegistryUnauthorized,
+                "the registry wants other credentials (spec.imagePullSecrets)",
+            ),
+            SourceErrorKind::Forbidden => (
+                Reason::RegistryForbidden,
+                "the registry denies these credentials access to the repository",
+            ),
+            SourceErrorKind::NotFound => (Reason::RegistryNotFound, "not in the registry"),
+            SourceErrorKind::Unreachable | SourceErrorKind::ServerError => (
+                Reason::RegistryUnavailable,
+                "the registry is unavailable; retrying with backoff",
+            ),
+            SourceErrorKind::TooLarge => (Reason::ManifestTooLarge, "not imported"),
             SourceErrorKind::Invalid => {
-                if e.message.contains("byte limit") || e.message.contains("over the limit") {
-                    Reason::ManifestTooLarge
-                } else {
-                    Reason::InvalidImage
-                }
+                (Reason::InvalidImage, "the registry sent an invalid image")
             }
         };
-        Self::image(reason, e.message)
+        Self::image(reason, format!("{says}: {}", e.message))
     }
 }
 
 impl From<ConvertError> for Error {
     fn from(e: ConvertError) -> Self {
-        match e {
-            ConvertError::Source(s) => s.into(),
-            ConvertError::Ipfs(i) => i.into(),
-            ConvertError::Invalid(m) if is_too_deep(&m) => Self::image(Reason::DagTooDeep, m),
-            ConvertError::Invalid(m) if m.contains("size limit") => {
-                Self::image(Reason::ManifestTooLarge, m)
+        let reason = match e {
+            ConvertError::Source(s) => return s.into(),
+            ConvertError::Ipfs(i) => return i.into(),
+            ConvertError::TooDeep { .. } => Reason::DagTooDeep,
+            ConvertError::TooManyManifests { .. } => Reason::TooManyManifests,
+            ConvertError::TooLarge { .. } => Reason::ManifestTooLarge,
+            ConvertError::Invalid(_) | ConvertError::NoMatchingPlatform { .. } => {
+                Reason::InvalidImage
             }
-            other @ (ConvertError::Invalid(_) | ConvertError::NoMatchingPlatform { .. }) => {
-                Self::image(Reason::InvalidImage, other.to_string())
-            }
-            other @ ConvertError::UnexpectedCid { .. } => {
-                Self::image(Reason::IpfsUnavailable, other.to_string())
-            }
-        }
+            ConvertError::UnexpectedCid { .. } => Reason::IpfsUnavailable,
+        };
+        Self::image(reason, e.to_string())
     }
 }
 
 impl From<ResolveError> for Error {
     fn from(e: ResolveError) -> Self {
-        match e {
-            ResolveError::Ipfs(i) => ipfs_read_error(i),
-            ResolveError::Invalid { root, detail } if is_too_deep(&detail) => {
-                Self::image(Reason::DagTooDeep, format!("image {root}: {detail}"))
-            }
-            ResolveError::Invalid { root, detail } if detail.contains("over the limit") => {
-                Self::image(Reason::ManifestTooLarge, format!("image {root}: {detail}"))
-            }
-            other @ ResolveError::Invalid { .. } => {
-                Self::image(Reason::InvalidImage, other.to_string())
-            }
-        }
+        let reason = match e {
+            ResolveError::Ipfs(i) => return ipfs_read_error(i),
+            ResolveError::TooDeep { .. } => Reason::DagTooDeep,
+            ResolveError::TooManyManifests { .. } => Reason::TooManyManifests,
+            ResolveError::TooLarge { .. } => Reason::ManifestTooLarge,
+            ResolveError::Invalid { .. } => Reason::InvalidImage,
+        };
+        Self::image(reason, e.to_string())
     }
 }
 
@@ -161,9 +152,4 @@ pub fn ipfs_read_error(e: IpfsError) -> Error {
         IpfsError::TooLarge { .. } => Error::image(Reason::ManifestTooLarge, e.to_string()),
         other => other.into(),
     }
-}
-
-fn is_too_deep(message: &str) -> bool {
-    message.contains("nested deeper")
-        || message.contains("more than") && message.contains("manifests")
 }

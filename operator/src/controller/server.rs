@@ -54,7 +54,16 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
-    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+    serve_on(listener, router, shutdown).await
+}
+
+/// Serve `router` on a bound `listener` until `shutdown` resolves; requests in flight finish.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(listen = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;

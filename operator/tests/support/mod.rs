@@ -42,6 +42,12 @@ pub struct Captured {
 
 pub struct ApiServer(Handle);
 
+/// A `kube::Client` whose every request the returned [`ApiServer`] must answer.
+pub fn fake_api() -> (kube::Client, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "default"), ApiServer(handle))
+}
+
 impl ApiServer {
     /// The next request must be `method path`; answer it with `status` and `response`.
     pub async fn answer(
@@ -88,6 +94,36 @@ impl ApiServer {
             .unwrap();
         send.send_response(response);
         captured
+    }
+
+    /// Answer every request, which must be `method path`, with `status` and `response` until
+    /// the client is gone; returns how many there were.
+    pub async fn answer_until_gone(
+        &mut self,
+        method: &str,
+        path: &str,
+        status: u16,
+        response: Value,
+    ) -> usize {
+        let mut n = 0;
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.0.next_request()).await
+        {
+            assert_eq!(
+                (request.method().as_str(), request.uri().path()),
+                (method, path),
+                "unexpected request"
+            );
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(serde_json::to_vec(&response).unwrap()))
+                    .unwrap(),
+            );
+            n += 1;
+        }
+        n
     }
 
     /// Answer a request with its own body (status patches and Event creations echo fine).
@@ -140,7 +176,7 @@ impl ApiServer {
     }
 
     /// Answer 201 with the request's own body (a created Event echoes fine).
-    async fn created(&mut self, method: &str, path: &str) -> Captured {
+    pub async fn created(&mut self, method: &str, path: &str) -> Captured {
         let next = tokio::time::timeout(REQUEST_TIMEOUT, self.0.next_request())
             .await
             .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"));
@@ -229,18 +265,35 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (result, _, out, metrics) = reconcile_and_retry(obj, ipfs, config, scenario).await;
+    (result, out, metrics)
+}
+
+/// [`reconcile_with`], also returning what the controller's error policy decided after a
+/// failure (the retry and its backoff); `None` after a success.
+pub async fn reconcile_and_retry<S, F, Fut, T>(
+    obj: &IpfsImage,
+    ipfs: S,
+    config: Config,
+    scenario: F,
+) -> (Result<Action>, Option<Action>, T, Metrics)
+where
+    S: IpfsStore + 'static,
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (client, api) = fake_api();
     let metrics = Metrics::new();
     let ctx = Arc::new(Context::new(client, ipfs, config, metrics.clone()));
-    let scenario = tokio::spawn(scenario(ApiServer(handle)));
+    let scenario = tokio::spawn(scenario(api));
     let result = reconcile(Arc::new(obj.clone()), ctx.clone()).await;
-    if let Err(e) = &result {
-        ipfs_image_operator::controller::error_policy(Arc::new(obj.clone()), e, ctx.clone());
-    }
+    let retry = result.as_ref().err().map(|e| {
+        ipfs_image_operator::controller::error_policy(Arc::new(obj.clone()), e, ctx.clone())
+    });
     drop(ctx);
     let out = scenario.await.expect("scenario panicked");
-    (result, out, metrics)
+    (result, retry, out, metrics)
 }
 
 /// An IpfsImage as the apiserver would hand it over: namespaced, generation 1, with our finalizer.

@@ -1,0 +1,209 @@
+//! An HTTP proxy in front of a real registry (or any HTTP server) that answers the requests a
+//! rule picks itself and forwards everything else, so a test can see a registry's 403, 5xx or
+//! oversized manifest exactly as a client would — from a socket — while the rest of the
+//! conversation (`/v2/` ping, blobs) is the real server's.
+//!
+//! It listens on 127.0.0.1 on a port the kernel picks and runs on its own thread and runtime,
+//! so it works from blocking and from async test code; it stops when dropped.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+
+/// What the proxy answers instead of the upstream server.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `status` with a plain-text body (what a load balancer or WAF in front of a registry sends).
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// `status` with a distribution-spec error envelope (`{"errors":[{"code":…}]}`), as
+    /// registries send it.
+    pub fn oci_error(status: u16, code: &str, message: &str) -> Self {
+        let body =
+            serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]});
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(&body).expect("JSON"),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Rule = dyn Fn(&str, &str) -> Option<Answer> + Send + Sync;
+
+struct Shared {
+    upstream: String,
+    rule: Box<Rule>,
+    client: reqwest::Client,
+    log: Mutex<Vec<String>>,
+}
+
+pub struct HttpProxy {
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpProxy {
+    /// Proxy to `upstream` (`host:port`, plain HTTP). `rule(method, path)` returns `Some` to
+    /// answer a request itself, `None` to forward it.
+    pub fn start(
+        upstream: &str,
+        rule: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        crate::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("proxy client")?;
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_owned(),
+            rule: Box::new(rule),
+            client,
+            log: Mutex::new(Vec::new()),
+        });
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("proxy runtime")?;
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("testkit-proxy".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                        .expect("proxy serves");
+                });
+            })?;
+        Ok(Self {
+            addr,
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// Every request so far as `METHOD /path -> status` (with ` (proxy)` when the rule answered).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    if let Some(answer) = (shared.rule)(&method, &path) {
+        shared
+            .log
+            .lock()
+            .expect("log")
+            .push(format!("{method} {path} -> {} (proxy)", answer.status));
+        let mut response = Response::new(Body::from(answer.body));
+        *response.status_mut() = StatusCode::from_u16(answer.status).expect("valid status");
+        for (name, value) in answer.headers {
+            response.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(&value).expect("header value"),
+            );
+        }
+        return response;
+    }
+    let response = forward(&shared, request).await;
+    shared
+        .log
+        .lock()
+        .expect("log")
+        .push(format!("{method} {path} -> {}", response.status().as_u16()));
+    response
+}
+
+async fn forward(shared: &Shared, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let url = format!("http://{}{path_and_query}", shared.upstream);
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return error_response(format!("reading the request body: {e}")),
+    };
+    let mut upstream = shared.client.request(parts.method, url).body(body);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = match upstream.send().await {
+        Ok(a) => a,
+        Err(e) => return error_response(format!("upstream: {e}")),
+    };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = match answer.bytes().await {
+        Ok(b) => b,
+        Err(e) => return error_response(format!("upstream body: {e}")),
+    };
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != axum::http::header::TRANSFER_ENCODING && name != axum::http::header::CONNECTION {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
+fn error_response(message: String) -> Response {
+    let mut response = Response::new(Body::from(message));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response
+}
