@@ -578,6 +578,7 @@ fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
         .find(|(k, _)| k == "offset")
         .map(|(_, v)| v.parse().unwrap())
         .expect("the second cat starts at an offset");
+    eprintln!("the stalled client was detached at byte {offset} of {size}");
     assert!(offset > 0 && offset < size - window, "offset {offset}");
     assert_eq!(
         agent.metric_sum(
