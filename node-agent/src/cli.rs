@@ -70,6 +70,13 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_IPFS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub ipfs_timeout: Duration,
 
+    /// Concurrent GETs of one blob share one IPFS stream. A client that falls this far behind the
+    /// fastest one continues on its own stream, and a GET arriving once a shared stream has sent
+    /// more than this opens a new one: memory per shared stream stays near this value plus
+    /// 512 KiB of read-ahead, whatever the number of clients. Bytes, or with KiB/MiB/GiB.
+    #[arg(long, env = "AGENT_BLOB_SHARE_WINDOW", default_value = "4MiB", value_parser = parse_size)]
+    pub blob_share_window: u64,
+
     /// Resolved images kept in memory.
     #[arg(long, env = "AGENT_CACHE_ENTRIES", default_value_t = 4096)]
     pub cache_entries: usize,
@@ -119,6 +126,26 @@ pub struct ServeArgs {
     pub pod_namespace: Option<String>,
 }
 
+/// `4194304`, `512KiB`, `4MiB`, `1GiB` (also `K`/`M`/`G`, `KB`/`MB`/`GB` as powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[derive(Debug, Args)]
 pub struct ConfigureArgs {
     /// containerd's registry `config_path` (CRI `registry.config_path`).
@@ -163,4 +190,19 @@ pub struct CleanupArgs {
 
 fn parse_peer(s: &str) -> Result<PeerInfo, String> {
     PeerInfo::from_multiaddr(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the registry, served on their own port with the health endpoints.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -17,6 +17,13 @@ pub struct Metrics {
     /// Mirror lookups by registry and result (`hit`/`miss`).
     pub mirror: IntCounterVec,
     pub inflight: IntGauge,
+    /// Blob `cat` streams opened against IPFS, by reason: `blob` (a whole-blob GET that opened a
+    /// shared stream), `range`, `detached` (a client that fell behind a shared stream).
+    pub ipfs_cat_streams: IntCounterVec,
+    /// Whole-blob GETs served from a stream another GET had opened (no `cat` of their own).
+    pub blob_streams_shared: IntCounter,
+    /// Clients detached from a shared stream for falling more than the window behind.
+    pub blob_stream_detached: IntCounter,
 }
 
 impl Metrics {
@@ -81,6 +88,27 @@ impl Metrics {
         registry
             .register(Box::new(inflight.clone()))
             .expect("unique metric");
+        let ipfs_cat_streams = counter(
+            "ipfs_cat_streams_total",
+            "Blob streams opened against IPFS (cat), by reason",
+            &["reason"],
+        );
+        let plain = |name: &str, help: &str| {
+            let c =
+                IntCounter::new(format!("ipfs_image_agent_{name}"), help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let blob_streams_shared = plain(
+            "blob_streams_shared_total",
+            "Whole-blob GETs that joined a blob stream another GET had opened",
+        );
+        let blob_stream_detached = plain(
+            "blob_stream_detached_total",
+            "Clients detached from a shared blob stream for falling behind (they continue on their own cat)",
+        );
         Self {
             registry,
             requests,
@@ -91,6 +119,9 @@ impl Metrics {
             verification_failures,
             mirror,
             inflight,
+            ipfs_cat_streams,
+            blob_streams_shared,
+            blob_stream_detached,
         }
     }
 

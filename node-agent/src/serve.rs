@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, watch_file};
 use crate::cli::ServeArgs;
 use crate::cluster;
 use crate::metrics::Metrics;
-use crate::registry::{AppState, router};
+use crate::registry::{AppState, BlobStreams, router};
 
 pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
     let options = KuboOptions {
@@ -69,6 +69,7 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         cache,
         catalog,
         metrics: metrics.clone(),
+        blobs: BlobStreams::new(args.blob_share_window, metrics.clone()),
     });
 
     if let Some(addr) = args.metrics_listen {

@@ -109,16 +109,29 @@ fn write_catalog(dir: &Path, entries: &[(String, &str)]) -> PathBuf {
 
 /// `ipfs-image-agent configure-containerd` into containerd's hosts dir.
 fn configure_containerd(w: &World, agent: &Agent) {
+    configure_hosts(
+        &w.containerd,
+        agent,
+        &format!("http://{}", agent.addr),
+        &w.registry.addr,
+        &format!("http://{}", w.registry.addr),
+    );
+}
+
+/// `configure-containerd` with explicit mirror and upstream endpoints for `registry`.
+fn configure_hosts(
+    containerd: &Containerd,
+    agent: &Agent,
+    mirror_endpoint: &str,
+    registry: &str,
+    upstream: &str,
+) {
     let out = Command::new(agent_bin())
         .args(["configure-containerd", "--config-path"])
-        .arg(&w.containerd.hosts_dir)
-        .args([
-            "--local-host",
-            &agent.addr,
-            "--mirror-endpoint",
-            &format!("http://{}", agent.addr),
-        ])
-        .args(["--registry", &format!("{0}=http://{0}", w.registry.addr)])
+        .arg(&containerd.hosts_dir)
+        .args(["--local-host", &agent.addr])
+        .args(["--mirror-endpoint", mirror_endpoint])
+        .args(["--registry", &format!("{registry}={upstream}")])
         .output()
         .unwrap();
     assert!(
@@ -298,5 +311,288 @@ fn falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down() {
         agent.metric_sum("ipfs_image_agent_ipfs_errors_total", &[]) >= 1.0,
         "{}",
         agent.metrics()
+    );
+}
+
+/// One request that went through a [`Recorder`].
+#[derive(Debug, Clone)]
+struct Hit {
+    /// When the request arrived and when its answer's headers went back.
+    arrived: Instant,
+    answered: Instant,
+    method: String,
+    path: String,
+    status: u16,
+}
+
+/// A transparent HTTP proxy that records every request with its timing and status, to see
+/// exactly what containerd asked the mirror and the upstream, and when.
+struct Recorder {
+    upstream: String,
+    http: reqwest::Client,
+    hits: std::sync::Mutex<Vec<Hit>>,
+}
+
+async fn recording_proxy(
+    axum::extract::State(recorder): axum::extract::State<std::sync::Arc<Recorder>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let arrived = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut forward = recorder.http.request(
+        method.clone(),
+        format!("{}{}", recorder.upstream, request.uri()),
+    );
+    for (name, value) in request.headers() {
+        if name != http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    let response = match forward.send().await {
+        Ok(answer) => {
+            let mut response = axum::response::Response::builder().status(answer.status());
+            for (name, value) in answer.headers() {
+                if name != http::header::TRANSFER_ENCODING && name != http::header::CONNECTION {
+                    response = response.header(name, value);
+                }
+            }
+            response
+                .body(axum::body::Body::from_stream(answer.bytes_stream()))
+                .unwrap()
+        }
+        Err(_) => axum::response::Response::builder()
+            .status(502)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    };
+    recorder.hits.lock().unwrap().push(Hit {
+        arrived,
+        answered: Instant::now(),
+        method: method.to_string(),
+        path,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// Start a [`Recorder`] in front of `upstream` (`http://host:port`) on a free loopback port.
+fn start_recorder(
+    runtime: &tokio::runtime::Runtime,
+    upstream: &str,
+) -> (String, std::sync::Arc<Recorder>) {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let recorder = std::sync::Arc::new(Recorder {
+        upstream: upstream.to_owned(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        hits: std::sync::Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new()
+        .fallback(recording_proxy)
+        .with_state(recorder.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, recorder)
+}
+
+impl Recorder {
+    /// The requests whose path starts with `/v2/<repo>/`.
+    fn hits_for(&self, repo: &str) -> Vec<Hit> {
+        let prefix = format!("/v2/{repo}/");
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.path.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The digest of an image's config, which CRI `PullImage` returns as the image ID.
+fn config_digest(registry: &Registry, repo_tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/{repo_tag}", registry.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    Digest::of(&out.stdout).to_string()
+}
+
+/// The mirror answered every request in well under a second (it must never make containerd wait).
+fn assert_answered_fast(hits: &[Hit]) {
+    for h in hits {
+        assert!(
+            h.answered - h.arrived < Duration::from_millis(500),
+            "the mirror took {:?} to answer {} {}",
+            h.answered - h.arrived,
+            h.method,
+            h.path
+        );
+    }
+}
+
+/// For every request the upstream got for `repo`: how long after the mirror had answered the
+/// same request it came (containerd asks the mirror first for each one). The longest gap.
+fn longest_fallback(mirror: &Recorder, upstream: &Recorder, repo: &str) -> Duration {
+    let asked = mirror.hits_for(repo);
+    let served = upstream.hits_for(repo);
+    assert!(!served.is_empty(), "the upstream was asked for {repo}");
+    served
+        .iter()
+        .map(|u| {
+            let answered = asked
+                .iter()
+                .filter(|m| m.method == u.method && m.path == u.path && m.answered <= u.arrived)
+                .map(|m| m.answered)
+                .max()
+                .unwrap_or_else(|| {
+                    panic!("{} {} reached the upstream without asking the mirror first:\nmirror {asked:?}\nupstream {served:?}", u.method, u.path)
+                });
+            u.arrived - answered
+        })
+        .max()
+        .expect("not empty")
+}
+
+#[test]
+fn cri_pull_falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down() {
+    let mut w = world();
+    let catalog = write_catalog(
+        w.dir.path(),
+        &[(format!("{}/test/busybox:1", w.registry.addr), &w.cid)],
+    );
+    let agent = Agent::start(
+        &agent_bin(),
+        &w.ipfs.api_url,
+        Some(&catalog),
+        &["--resolve-timeout", "2s", "--ipfs-timeout", "2s"],
+    )
+    .unwrap();
+    // containerd's CRI plugin reads hosts.toml from its `config_path` (testkit's `hosts_dir`).
+    // The mirror and the upstream are reached through recording proxies, so the test sees what
+    // each one was asked, what it answered, and when.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mirror_url, mirror) = start_recorder(&runtime, &format!("http://{}", agent.addr));
+    let (upstream_url, upstream) = start_recorder(&runtime, &format!("http://{}", w.registry.addr));
+    let configure = |containerd: &Containerd| {
+        configure_hosts(
+            containerd,
+            &agent,
+            &mirror_url,
+            &w.registry.addr,
+            &upstream_url,
+        );
+    };
+    configure(&w.containerd);
+
+    // 1. An image IPFS does not hold: the mirror says 404 at once, CRI pulls from the upstream.
+    let other = format!("{}/test/other:1", w.registry.addr);
+    let started = Instant::now();
+    let image_id = w.containerd.cri_pull(&other).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(image_id, config_digest(&w.registry, "test/other:1"));
+    let asked = mirror.hits_for("test/other");
+    assert!(!asked.is_empty(), "CRI asked the mirror first");
+    assert_answered_fast(&asked);
+    assert!(
+        asked.iter().all(|h| h.status == 404),
+        "the mirror answered 404 to everything: {asked:?}"
+    );
+    let served = upstream.hits_for("test/other");
+    let layers = served
+        .iter()
+        .filter(|h| h.method == "GET" && h.path.contains("/blobs/") && h.status == 200)
+        .count();
+    assert!(
+        layers >= 4,
+        "the upstream served the config and the three layers: {served:?}"
+    );
+    let gap = longest_fallback(&mirror, &upstream, "test/other");
+    eprintln!(
+        "IPFS lacks the image: CRI pull {elapsed:?}, each request reached the upstream at most {gap:?} after the mirror's 404"
+    );
+    assert!(
+        gap < Duration::from_secs(1),
+        "a request reached the upstream {gap:?} after the mirror's answer"
+    );
+    assert!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("result", "miss")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("result", "hit")]
+        ),
+        0.0
+    );
+
+    // 2. IPFS killed before the pull: the image is in the catalog but cannot be served; the
+    //    mirror answers an error at once, CRI falls back and the pull succeeds.
+    //    A fresh containerd, so that no blob of the image is in its content store already (the
+    //    busybox layer is also test/other's first layer).
+    w.ipfs.kill();
+    let containerd = Containerd::start().unwrap();
+    configure(&containerd);
+    let original = format!("{}/test/busybox:1", w.registry.addr);
+    let started = Instant::now();
+    let image_id = containerd.cri_pull(&original).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(image_id, config_digest(&w.registry, "test/busybox:1"));
+    let asked = mirror.hits_for("test/busybox");
+    assert!(!asked.is_empty(), "CRI asked the mirror first");
+    assert_answered_fast(&asked);
+    assert!(
+        asked.iter().all(|h| !(200..300).contains(&h.status)),
+        "the mirror served nothing: {asked:?}"
+    );
+    let served = upstream.hits_for("test/busybox");
+    let manifest = format!("/v2/test/busybox/manifests/{}", w.source_digest);
+    assert!(
+        served
+            .iter()
+            .any(|h| h.method == "GET" && h.path == manifest && h.status == 200),
+        "the upstream served the manifest: {served:?}"
+    );
+    let blobs = served
+        .iter()
+        .filter(|h| h.method == "GET" && h.path.contains("/blobs/") && h.status == 200)
+        .count();
+    assert!(
+        blobs >= 2,
+        "the upstream served the config and the layer: {served:?}"
+    );
+    let gap = longest_fallback(&mirror, &upstream, "test/busybox");
+    eprintln!(
+        "IPFS down: CRI pull {elapsed:?}, each request reached the upstream at most {gap:?} after the mirror's answer"
+    );
+    assert!(
+        gap < Duration::from_secs(1),
+        "a request reached the upstream {gap:?} after the mirror's answer"
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "fallback with IPFS down took {elapsed:?}"
+    );
+    assert!(
+        agent.metric_sum("ipfs_image_agent_ipfs_errors_total", &[]) >= 1.0,
+        "{}",
+        agent.metrics()
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("result", "hit")]
+        ),
+        0.0
     );
 }

@@ -1,6 +1,7 @@
 //! The registry's HTTP behaviour, checked with a plain HTTP client against a real IPFS daemon:
 //! headers containerd relies on, Range, read-only methods, malformed input (always a clean 4xx),
-//! and a corrupting IPFS that must never produce a complete wrong blob.
+//! a corrupting IPFS that must never produce a complete wrong blob, and concurrent GETs of one
+//! blob sharing one IPFS stream (with a counting proxy in front of IPFS).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use ipfs_oci::resolve::resolve;
 use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use reqwest::StatusCode;
 use testkit::{
-    Agent, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    Agent, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, noise,
+    push_layout,
 };
 
 fn agent_bin() -> PathBuf {
@@ -314,4 +316,275 @@ fn a_corrupted_blob_is_never_delivered_complete() {
         received.len()
     );
     assert!(agent.metric_sum("ipfs_image_agent_verification_failures_total", &[]) >= 1.0);
+}
+
+/// An image whose layer is `len` bytes of noise (plus busybox's layer), converted into a fresh
+/// IPFS daemon: (daemon, root CID, the big layer's digest, its CID, its size).
+fn converted_big_image(len: usize) -> (IpfsDaemon, String, Digest, String, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_busybox_layout(dir.path()).unwrap();
+    let image = |tag: &str| format!("{}:{tag}", layout.display());
+    let bundle = dir.path().join("bundle-big");
+    let umoci = |args: &[&str], path: &std::path::Path| {
+        let out = std::process::Command::new("umoci")
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    umoci(&["unpack", "--image", &image(TestImage::AMD64)], &bundle);
+    std::fs::write(
+        bundle.join("rootfs/big.bin"),
+        noise(len, 0xfa11_0000 ^ u64::from(std::process::id())),
+    )
+    .unwrap();
+    umoci(&["repack", "--image", &image("big")], &bundle);
+    let registry = Registry::start().unwrap();
+    push_layout(&layout, "big", &registry, "test/big:1", PushFormat::Oci).unwrap();
+    let ipfs = IpfsDaemon::start().unwrap();
+    let client = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
+    let source = SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        ..Default::default()
+    });
+    let reference = format!("{}/test/big:1", registry.addr).parse().unwrap();
+    let (root, layer, cid, size) = block_on(async {
+        let image = convert(&client, &source, &reference, &ConvertOptions::default())
+            .await
+            .unwrap();
+        let dag = resolve(&client, &image.root_cid).await.unwrap();
+        let (digest, entry) = dag.entries().max_by_key(|(_, e)| e.size).unwrap();
+        (image.root_cid, *digest, entry.cid, entry.size)
+    });
+    assert!(size > len as u64, "the noise layer is the largest blob");
+    (ipfs, to_base32(&root), layer, to_base32(&cid), size)
+}
+
+/// A proxy in front of the IPFS API that records every `cat` of one CID and holds them until
+/// the test opens its gate (so a test can line requests up deterministically).
+struct CatProxy {
+    upstream: String,
+    cid: String,
+    /// The query strings of the `cat`s of `cid`.
+    cats: std::sync::Mutex<Vec<String>>,
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+async fn counting_proxy(
+    State(proxy): State<std::sync::Arc<CatProxy>>,
+    request: Request,
+) -> Response {
+    let url = format!("{}{}", proxy.upstream, request.uri());
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let args: Vec<(String, String)> = serde_urlencoded::from_str(&query).unwrap();
+    let is_our_cat = request.uri().path().ends_with("/cat")
+        && args.iter().any(|(k, v)| k == "arg" && *v == proxy.cid);
+    if is_our_cat {
+        proxy.cats.lock().unwrap().push(query);
+        let mut gate = proxy.gate.subscribe();
+        gate.wait_for(|open| *open).await.unwrap();
+    }
+    let answer = reqwest::Client::new().post(url).send().await.unwrap();
+    let status = answer.status();
+    Response::builder()
+        .status(status.as_u16())
+        .body(Body::from_stream(answer.bytes_stream()))
+        .unwrap()
+}
+
+fn start_cat_proxy(
+    runtime: &tokio::runtime::Runtime,
+    upstream: &str,
+    cid: &str,
+) -> (String, std::sync::Arc<CatProxy>) {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let proxy = std::sync::Arc::new(CatProxy {
+        upstream: upstream.to_owned(),
+        cid: cid.to_owned(),
+        cats: std::sync::Mutex::new(Vec::new()),
+        gate: tokio::sync::watch::channel(false).0,
+    });
+    let app = axum::Router::new()
+        .fallback(counting_proxy)
+        .with_state(proxy.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, proxy)
+}
+
+/// Wait (polling the agent's metrics) until `count` GETs have joined a shared blob stream.
+fn wait_for_joins(agent: &Agent, count: f64) {
+    testkit::wait_until(
+        "GETs joining the shared stream",
+        Duration::from_secs(60),
+        || Ok(agent.metric_sum("ipfs_image_agent_blob_streams_shared_total", &[]) >= count),
+    )
+    .unwrap();
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_blob_streams_shared_total", &[]),
+        count
+    );
+}
+
+fn slow_http() -> reqwest::Client {
+    ipfs_oci::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_gets_of_a_blob_share_one_ipfs_cat() {
+    const CLIENTS: usize = 8;
+    let (ipfs, cid, layer, layer_cid, size) = converted_big_image(20 * 1024 * 1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid);
+    // A window larger than the blob: no client can be detached, so exactly one `cat` is the only
+    // correct count (detaching is the next test's subject).
+    let agent = Agent::start(
+        &agent_bin(),
+        &proxy_url,
+        None,
+        &["--blob-share-window", "64MiB"],
+    )
+    .unwrap();
+    let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
+    let c = slow_http();
+    // Resolve first (HEAD): the GETs below then all reach the blob stream at about the same time.
+    let head = runtime
+        .block_on(async { c.head(&url).send().await })
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+
+    let gets: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            runtime.spawn(async move {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.bytes().await.unwrap()
+            })
+        })
+        .collect();
+    // The first GET's `cat` is held at the proxy until the seven others have joined its stream.
+    wait_for_joins(&agent, (CLIENTS - 1) as f64);
+    proxy.gate.send_replace(true);
+    for get in gets {
+        let body = runtime.block_on(get).unwrap();
+        assert_eq!(body.len() as u64, size);
+        assert_eq!(
+            Digest::of(&body),
+            layer,
+            "every client gets the right bytes"
+        );
+    }
+
+    let cats = proxy.cats.lock().unwrap().clone();
+    assert_eq!(cats.len(), 1, "IPFS saw one cat of the blob: {cats:?}");
+    assert!(!cats[0].contains("offset"), "{cats:?}");
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_ipfs_cat_streams_total",
+            &[("reason", "blob")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_ipfs_cat_streams_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_blob_stream_detached_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_bytes_served_total", &[("kind", "blob")]),
+        (size * CLIENTS as u64) as f64
+    );
+
+    // Once it is over, the next GET opens a new stream (nothing is cached).
+    proxy.cats.lock().unwrap().clear();
+    let again = runtime
+        .block_on(async { c.get(&url).send().await.unwrap().bytes().await })
+        .unwrap();
+    assert_eq!(Digest::of(&again), layer);
+    assert_eq!(proxy.cats.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
+    let (ipfs, cid, layer, layer_cid, size) = converted_big_image(20 * 1024 * 1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid);
+    let window = 1024 * 1024;
+    let agent = Agent::start(
+        &agent_bin(),
+        &proxy_url,
+        None,
+        &["--blob-share-window", &window.to_string()],
+    )
+    .unwrap();
+    let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
+    let c = slow_http();
+    let head = runtime
+        .block_on(async { c.head(&url).send().await })
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+
+    // Two GETs on one shared stream; one of them will not read its body for now.
+    let stalled = runtime.spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { c.get(&url).send().await.unwrap() }
+    });
+    let reader = runtime.spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { c.get(&url).send().await.unwrap().bytes().await.unwrap() }
+    });
+    wait_for_joins(&agent, 1.0);
+    proxy.gate.send_replace(true);
+    let stalled = runtime.block_on(stalled).unwrap();
+    assert_eq!(stalled.status(), StatusCode::OK);
+
+    // The reader finishes while the other client has not read a byte. (Kernel and HTTP buffers
+    // take a few MiB of the stalled response: far less than the 20 MiB blob.)
+    let body = runtime.block_on(reader).unwrap();
+    assert_eq!(body.len() as u64, size);
+    assert_eq!(Digest::of(&body), layer);
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_blob_stream_detached_total", &[]),
+        1.0,
+        "the stalled client was detached from the shared stream"
+    );
+
+    // The stalled client now reads: it continued on its own cat from where it was, and gets the
+    // whole blob, verified.
+    let late = runtime.block_on(async { stalled.bytes().await }).unwrap();
+    assert_eq!(late.len() as u64, size);
+    assert_eq!(Digest::of(&late), layer);
+    let cats = proxy.cats.lock().unwrap().clone();
+    assert_eq!(cats.len(), 2, "{cats:?}");
+    assert!(!cats[0].contains("offset"), "{cats:?}");
+    let offset: u64 = serde_urlencoded::from_str::<Vec<(String, String)>>(&cats[1])
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "offset")
+        .map(|(_, v)| v.parse().unwrap())
+        .expect("the second cat starts at an offset");
+    eprintln!("the stalled client was detached at byte {offset} of {size}");
+    assert!(offset > 0 && offset < size - window, "offset {offset}");
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_ipfs_cat_streams_total",
+            &[("reason", "detached")]
+        ),
+        1.0
+    );
 }

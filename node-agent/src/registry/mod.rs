@@ -3,6 +3,7 @@
 //! verification while streaming.
 
 mod errors;
+mod fanout;
 mod paths;
 mod range;
 
@@ -25,6 +26,7 @@ use crate::cache::{CacheError, DagCache};
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
 pub use errors::{ErrorCode, RegistryError};
+pub use fanout::BlobStreams;
 use paths::{Kind, Repository, Route, Target};
 use range::RangeRequest;
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub cache: DagCache,
     pub catalog: Arc<Catalog>,
     pub metrics: Metrics,
+    /// Whole-blob GETs in flight, shared between concurrent requests for the same blob.
+    pub blobs: BlobStreams,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -416,20 +420,34 @@ async fn blob_response(
         };
         Response::new(Body::from(slice))
     } else {
-        let range = span.map_or(ByteRange::default(), |s| ByteRange {
-            offset: s.start,
-            length: Some(s.len),
-        });
-        let stream = app
-            .ipfs
-            .cat(&entry.cid, range)
-            .await
-            .map_err(|e| ipfs_error(app, &e))?;
-        // Whole blobs are verified while streaming (the last chunk waits for the digest check);
-        // a range cannot be, but its length is enforced.
+        // Whole blobs are verified while streaming (the last chunk waits for the digest check),
+        // each response on its own even when it shares its `cat` with concurrent GETs; a range
+        // cannot be, but its length is enforced. Ranges (small, scattered) keep their own `cat`.
         let checked = match span {
-            None => verified(stream, *digest, Some(entry.size)),
-            Some(s) => ipfs_oci::verified_stream::exact_length(stream, s.len),
+            None => {
+                let stream = app
+                    .blobs
+                    .open(entry.cid, *digest, cat_opener(app.ipfs.clone(), entry.cid))
+                    .await
+                    .map_err(|e| ipfs_error(app, &e))?;
+                verified(stream, *digest, Some(entry.size))
+            }
+            Some(s) => {
+                app.metrics
+                    .ipfs_cat_streams
+                    .with_label_values(&["range"])
+                    .inc();
+                let range = ByteRange {
+                    offset: s.start,
+                    length: Some(s.len),
+                };
+                let stream = app
+                    .ipfs
+                    .cat(&entry.cid, range)
+                    .await
+                    .map_err(|e| ipfs_error(app, &e))?;
+                ipfs_oci::verified_stream::exact_length(stream, s.len)
+            }
         };
         let metrics = app.metrics.clone();
         let digest_text = digest.to_string();
@@ -466,6 +484,23 @@ async fn blob_response(
         h.insert(header::CONTENT_RANGE, v);
     }
     Ok(response)
+}
+
+/// `cat` of a blob from an offset to its end.
+fn cat_opener(ipfs: Arc<KuboClient>, cid: ipfs_oci::Cid) -> fanout::Opener {
+    Arc::new(move |offset| {
+        let ipfs = ipfs.clone();
+        Box::pin(async move {
+            ipfs.cat(
+                &cid,
+                ByteRange {
+                    offset,
+                    length: None,
+                },
+            )
+            .await
+        })
+    })
 }
 
 fn ipfs_error(app: &AppState, e: &IpfsError) -> RegistryError {
