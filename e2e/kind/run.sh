@@ -127,15 +127,44 @@ log "installing the chart"
 kubectl create namespace "$ns"
 # The agent needs hostNetwork and hostPath volumes.
 kubectl label namespace "$ns" pod-security.kubernetes.io/enforce=privileged
+# A private IPFS network: every Kubo gets the same swarm.key, so the images that flow below
+# prove the key works end to end (a node without it could not fetch a block).
+swarm_key="$work/swarm.key"
+printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$(od -vN 32 -An -tx1 /dev/urandom | tr -d ' \n')" >"$swarm_key"
 helm install "$release" "$root/charts/ipfs-image" --namespace "$ns" \
   --set operator.image.tag="$tag" --set operator.image.pullPolicy=Never \
   --set agent.image.tag="$tag" --set agent.image.pullPolicy=Never \
   --set operator.persistence.size=2Gi --set operator.kubo.storageMax=1GB \
+  --set swarmKey.enabled=true --set-file swarmKey.key="$swarm_key" \
   --wait --timeout 10m
 kubectl -n "$ns" rollout status deployment/"$release"-operator --timeout=5m
 kubectl -n "$ns" rollout status daemonset/"$release"-agent --timeout=5m
 agents=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent -o name | wc -l)
 [ "$agents" = 2 ] || die "expected an agent on each of the 2 nodes, found $agents"
+
+log "checking peering: every Pod published its Kubo peer, every agent's Kubo is connected to the operator's"
+operator_pod=$(kubectl -n "$ns" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')
+peer_id() { # POD: the peer ID its ipfsimage.dev/peer annotation publishes
+  local json
+  for _ in $(seq 60); do
+    json=$(kubectl -n "$ns" get pod "$1" -o jsonpath='{.metadata.annotations.ipfsimage\.dev/peer}')
+    if [ -n "$json" ]; then python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$json"; return; fi
+    sleep 2
+  done
+  die "pod $1 never published its IPFS peer"
+}
+operator_peer=$(peer_id "$operator_pod")
+for pod in $(kubectl -n "$ns" get pods -l app.kubernetes.io/component=agent -o jsonpath='{.items[*].metadata.name}'); do
+  peer_id "$pod" >/dev/null
+  connected=0
+  for _ in $(seq 60); do
+    if kubectl -n "$ns" exec "$pod" -c kubo -- ipfs swarm peers | grep -q "/p2p/$operator_peer\$"; then connected=1; break; fi
+    sleep 2
+  done
+  [ "$connected" = 1 ] || die "$pod: its Kubo is not connected to the operator's ($operator_peer)"
+  kubectl -n "$ns" exec "$pod" -c kubo -- sh -c 'test -s "$IPFS_PATH/swarm.key"' ||
+    die "$pod: no swarm.key in its Kubo repo"
+done
 
 log "checking containerd hosts.toml on every node"
 for node in "$control_plane" "$worker"; do
