@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release -p ipfs-image-operator -p ipfs-image-agent -p testkit --bins
-exec target/release/bench-agent
+exec "${CARGO_TARGET_DIR:-target}/release/bench-agent"

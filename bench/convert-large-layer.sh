@@ -5,6 +5,8 @@
 # usage: bash bench/convert-large-layer.sh [SIZE_MIB=1024]     (needs `bash e2e/deps.sh` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Release binaries, wherever cargo puts them.
+REL="${CARGO_TARGET_DIR:-target}/release"
 SIZE_MIB=${1:-1024}
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 cargo build -q --release -p ipfs-image-operator -p testkit --bins
@@ -57,7 +59,7 @@ curl -sf -X POST -F "file=@$W/baseline.bin;type=application/octet-stream" \
   "$API/api/v0/add?cid-version=1&raw-leaves=true&chunker=size-262144&hash=sha2-256&pin=false&progress=false" >/dev/null
 t1=$(date +%s.%N)
 # the converter
-/usr/bin/time -v -o "$W/time.txt" target/release/ipfs-image-operator --ipfs-api "$API" convert --plain-http "$REG/bench/big:1" >"$W/cid.txt" 2>"$W/convert.log"
+/usr/bin/time -v -o "$W/time.txt" "$REL"/ipfs-image-operator --ipfs-api "$API" convert --plain-http "$REG/bench/big:1" >"$W/cid.txt" 2>"$W/convert.log"
 t2=$(date +%s.%N)
 RSS_KB=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$W/time.txt")
 python3 - "$KIND" "$LAYER_BYTES" "$t0" "$t1" "$t2" "$RSS_KB" "$(tail -1 "$W/cid.txt")" <<'PY'

@@ -7,6 +7,8 @@
 # usage: bash bench/estargz.sh [SIZE_MIB=128]     (needs `bash e2e/deps.sh` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Release binaries, wherever cargo puts them.
+REL="${CARGO_TARGET_DIR:-target}/release"
 SIZE_MIB=${1:-128}
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 cargo build -q --release -p ipfs-image-operator -p ipfs-image-agent --bins
@@ -64,7 +66,7 @@ LAYER_BYTES=$(stat -c %s "$W/oci/blobs/sha256/$(ls -S "$W/oci/blobs/sha256" | he
 convert() { # label, extra args → CID; records seconds and peak RSS
   local t0 t1
   t0=$(now)
-  /usr/bin/time -v -o "$W/time-$1.txt" target/release/ipfs-image-operator --ipfs-api "$API" convert --plain-http "${@:2}" "$REG/bench/big:1" >"$W/cid-$1.txt" 2>"$W/convert-$1.log"
+  /usr/bin/time -v -o "$W/time-$1.txt" "$REL"/ipfs-image-operator --ipfs-api "$API" convert --plain-http "${@:2}" "$REG/bench/big:1" >"$W/cid-$1.txt" 2>"$W/convert-$1.log"
   t1=$(now)
   echo "$(python3 -c "print($t1-$t0)") $(sed -n 's/.*Maximum resident set size (kbytes): //p' "$W/time-$1.txt") $(tail -1 "$W/cid-$1.txt")"
 }
@@ -73,7 +75,7 @@ read -r ESGZ_S ESGZ_RSS ESGZ_CID < <(convert estargz --estargz)
 
 # the agent, and the layers of both images as it serves them
 AGENT=127.0.0.1:$(port)
-target/release/ipfs-image-agent --ipfs-api "$API" serve --listen "$AGENT" --metrics-listen "127.0.0.1:$(port)" >"$W/agent.log" 2>&1 & pids+=($!)
+"$REL"/ipfs-image-agent --ipfs-api "$API" serve --listen "$AGENT" --metrics-listen "127.0.0.1:$(port)" >"$W/agent.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://$AGENT/v2/" >/dev/null && break; sleep 0.1; done
 layer() { # CID → "digest size toc-digest" of the largest layer of its amd64 (only) manifest
   python3 - "http://$AGENT/v2/ipfs/$1" <<'PY'
@@ -93,7 +95,7 @@ read -r ESGZ_DIGEST ESGZ_SIZE TOC < <(layer "$ESGZ_CID")
 pull() { curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' "http://$AGENT/v2/ipfs/$1/blobs/$2"; }
 read -r PLAIN_PULL_B PLAIN_PULL_S < <(pull "$PLAIN_CID" "$PLAIN_DIGEST")
 read -r ESGZ_PULL_B ESGZ_PULL_S < <(pull "$ESGZ_CID" "$ESGZ_DIGEST")
-LAZY=$(target/release/examples/estargz_read "http://$AGENT" "ipfs/$ESGZ_CID" "$ESGZ_DIGEST" etc/motd "$TOC")
+LAZY=$("$REL"/examples/estargz_read "http://$AGENT" "ipfs/$ESGZ_CID" "$ESGZ_DIGEST" etc/motd "$TOC")
 WANT="sha256:$(echo "read lazily, one file out of a large layer" | sha256sum | cut -d' ' -f1)"
 GOT=$(echo "$LAZY" | python3 -c 'import json,sys; print(json.load(sys.stdin)["file_digest"])')
 [ "$GOT" = "$WANT" ] || { echo "lazy read returned $GOT, expected $WANT" >&2; exit 1; }
