@@ -23,7 +23,7 @@ use kube::Api;
 use serde_json::{Value, json};
 use testkit::fake_api::{FakeApi, WAIT};
 use testkit::{
-    IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    IpfsDaemon, IpfsNet, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
 };
 use tokio::sync::mpsc;
 
@@ -556,5 +556,53 @@ fn static_peers_are_kept_connected_without_kubernetes() {
         let peers = ipfs_a.swarm_peers().await.unwrap();
         assert!(peers.iter().any(|p| p.peer_id == c.peer_id), "{peers:?}");
         task.abort();
+    });
+}
+
+#[test]
+fn peering_inside_a_private_network() {
+    // Two daemons share a swarm key, a third has another one, a fourth none (public).
+    let key = *b"ipfs-image-operator test network";
+    let a = IpfsDaemon::start_with(IpfsNet::default().private(key)).unwrap();
+    let b = IpfsDaemon::start_with(IpfsNet::default().private(key)).unwrap();
+    let other = IpfsDaemon::start_with(IpfsNet::default().private(*b"another network, another key!!!")).unwrap();
+    let public = IpfsDaemon::start().unwrap();
+    assert!(a.repo.join("swarm.key").exists());
+    let client = |d: &IpfsDaemon| KuboClient::new(&d.api_url, KuboOptions::default()).unwrap();
+    let ipfs_b = Arc::new(client(&b));
+    block_on(async {
+        let blob = client(&a)
+            .add_bytes(Bytes::from_static(b"only for members of the network"))
+            .await
+            .unwrap()
+            .cid;
+
+        // B's agent keeps A (same key) as a peer and fetches A's blocks over that connection.
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let peering = Peering {
+            pods: None,
+            static_peers: vec![PeerInfo::from_multiaddr(&a.swarm_multiaddr()).unwrap()],
+            interval: Duration::from_secs(30),
+            reporter: Reporter::new(tx),
+        };
+        let task = tokio::spawn(peering.run(ipfs_b.clone()));
+        let r = next_report(&mut reports, |r| matches!(r, Report::Peered(_))).await;
+        assert_eq!(r, Report::Peered(a.peer_id.clone()));
+        assert_eq!(
+            ipfs_b.cat_to_vec(&blob, 1 << 20).await.unwrap(),
+            b"only for members of the network"
+        );
+        task.abort();
+
+        // Outsiders cannot even connect: another key, or none.
+        for outsider in [&other, &public] {
+            let err = client(outsider)
+                .swarm_connect(&a.swarm_multiaddr())
+                .await
+                .expect_err("an outsider connected to the private network");
+            eprintln!("outsider refused: {err}");
+            let peers = client(&a).swarm_peers().await.unwrap();
+            assert!(peers.iter().all(|p| p.peer_id != outsider.peer_id), "{peers:?}");
+        }
     });
 }

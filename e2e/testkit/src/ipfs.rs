@@ -61,6 +61,9 @@ pub struct IpfsNet {
     pub swarm_ip: Ipv4Addr,
     pub api_port: Option<u16>,
     pub swarm_port: Option<u16>,
+    /// A private network: the pre-shared key written as `swarm.key` in the repo (Kubo reads it
+    /// itself; js-ipfs runs through `e2e/js-ipfs/pnet-daemon.mjs`). Kept on restarts.
+    pub swarm_key: Option<[u8; 32]>,
 }
 
 impl Default for IpfsNet {
@@ -69,6 +72,7 @@ impl Default for IpfsNet {
             swarm_ip: Ipv4Addr::LOCALHOST,
             api_port: None,
             swarm_port: None,
+            swarm_key: None,
         }
     }
 }
@@ -80,6 +84,14 @@ impl IpfsNet {
             ..Self::default()
         }
     }
+
+    /// The same, in the private network of `key`.
+    pub fn private(self, key: [u8; 32]) -> Self {
+        Self {
+            swarm_key: Some(key),
+            ..self
+        }
+    }
 }
 
 pub struct IpfsDaemon {
@@ -89,6 +101,7 @@ pub struct IpfsDaemon {
     pub api_port: u16,
     pub swarm_ip: Ipv4Addr,
     pub swarm_port: u16,
+    pub swarm_key: Option<[u8; 32]>,
     pub peer_id: String,
     pub repo: PathBuf,
     daemon: Daemon,
@@ -154,11 +167,22 @@ impl IpfsDaemon {
             }
         }
         configure(kind, repo, api, net.swarm_ip, swarm)?;
-        let mut cmd = base_command(kind, repo);
-        cmd.arg("daemon");
-        if kind == IpfsKind::JsIpfs {
-            cmd.arg("--enable-preload=false");
-        }
+        let key_file = repo.join("swarm.key");
+        let mut cmd = match net.swarm_key {
+            Some(key) => {
+                std::fs::write(&key_file, swarm_key_file(&key))?;
+                private_daemon_command(kind, repo)?
+            }
+            None => {
+                let _ = std::fs::remove_file(&key_file);
+                let mut cmd = base_command(kind, repo);
+                cmd.arg("daemon");
+                if kind == IpfsKind::JsIpfs {
+                    cmd.arg("--enable-preload=false");
+                }
+                cmd
+            }
+        };
         let daemon = Daemon::spawn("ipfs", cmd, &repo.join("daemon.log"))?;
         let config: Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
         let peer_id = config["Identity"]["PeerID"]
@@ -171,6 +195,7 @@ impl IpfsDaemon {
             api_port: api,
             swarm_ip: net.swarm_ip,
             swarm_port: swarm,
+            swarm_key: net.swarm_key,
             peer_id,
             repo: repo.to_owned(),
             daemon,
@@ -210,6 +235,7 @@ impl IpfsDaemon {
             swarm_ip: self.swarm_ip,
             api_port: Some(self.api_port),
             swarm_port: Some(self.swarm_port),
+            swarm_key: self.swarm_key,
         }
     }
 
@@ -255,6 +281,41 @@ fn base_command(kind: IpfsKind, repo: &Path) -> Command {
         .env("NODE_ENV", "test")
         .env("IPFS_TELEMETRY", "off");
     cmd
+}
+
+/// A `swarm.key` file as Kubo writes it.
+pub fn swarm_key_file(key: &[u8; 32]) -> String {
+    format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex::encode(key))
+}
+
+/// The daemon of a private network. Kubo reads `swarm.key` from its repo (and refuses to run
+/// without one under `LIBP2P_FORCE_PNET`); js-ipfs needs its libp2p built with the key, which
+/// `pnet-daemon.mjs` does (copied next to js-ipfs' node_modules so node resolves its imports).
+fn private_daemon_command(kind: IpfsKind, repo: &Path) -> Result<Command> {
+    let mut cmd = match kind {
+        IpfsKind::Kubo => {
+            let mut cmd = base_command(kind, repo);
+            cmd.arg("daemon").env("LIBP2P_FORCE_PNET", "1");
+            cmd
+        }
+        IpfsKind::JsIpfs => {
+            const SCRIPT: &str = include_str!("../../js-ipfs/pnet-daemon.mjs");
+            let target = jsipfs_dir().join("pnet-daemon.mjs");
+            if std::fs::read_to_string(&target).ok().as_deref() != Some(SCRIPT) {
+                // Tests run in parallel: write aside, then rename over.
+                let tmp = jsipfs_dir().join(format!("pnet-daemon.{}.tmp", std::process::id()));
+                std::fs::write(&tmp, SCRIPT)?;
+                std::fs::rename(&tmp, &target)?;
+            }
+            let mut cmd = Command::new("node");
+            cmd.arg(target);
+            cmd
+        }
+    };
+    cmd.env("IPFS_PATH", repo)
+        .env("NODE_ENV", "test")
+        .env("IPFS_TELEMETRY", "off");
+    Ok(cmd)
 }
 
 fn init_args(kind: IpfsKind) -> &'static [&'static str] {
