@@ -23,7 +23,8 @@ use kube::Api;
 use serde_json::{Value, json};
 use testkit::fake_api::{FakeApi, WAIT};
 use testkit::{
-    IpfsDaemon, IpfsNet, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    IpfsDaemon, IpfsNet, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
+    push_layout,
 };
 use tokio::sync::mpsc;
 
@@ -565,7 +566,9 @@ fn peering_inside_a_private_network() {
     let key = *b"ipfs-image-operator test network";
     let a = IpfsDaemon::start_with(IpfsNet::default().private(key)).unwrap();
     let b = IpfsDaemon::start_with(IpfsNet::default().private(key)).unwrap();
-    let other = IpfsDaemon::start_with(IpfsNet::default().private(*b"another network, another key!!!")).unwrap();
+    let other =
+        IpfsDaemon::start_with(IpfsNet::default().private(*b"another network, another key!!!!"))
+            .unwrap();
     let public = IpfsDaemon::start().unwrap();
     assert!(a.repo.join("swarm.key").exists());
     let client = |d: &IpfsDaemon| KuboClient::new(&d.api_url, KuboOptions::default()).unwrap();
@@ -602,7 +605,10 @@ fn peering_inside_a_private_network() {
                 .expect_err("an outsider connected to the private network");
             eprintln!("outsider refused: {err}");
             let peers = client(&a).swarm_peers().await.unwrap();
-            assert!(peers.iter().all(|p| p.peer_id != outsider.peer_id), "{peers:?}");
+            assert!(
+                peers.iter().all(|p| p.peer_id != outsider.peer_id),
+                "{peers:?}"
+            );
         }
     });
 }

@@ -10,6 +10,7 @@
 //! - C (`pool=cache`) starts its cluster side: its prefetch pins the image's layout before any
 //!   pull (B, outside the pool, pins nothing); then A is stopped and C pulls and runs with no
 //!   bitswap data received at all;
+//! - every daemon runs in one private network (a shared `swarm.key`), kept across the restart;
 //! - B's IPFS daemon is killed (after a GC of its cache) and restarted on the same repo and API
 //!   port but a new swarm port; B's agent republishes its peer and itself dials C again (the
 //!   daemons never dial on their own here), and B pulls again, every byte sent by C.
@@ -45,6 +46,10 @@ use testkit::{
     Agent, Containerd, IpfsDaemon, IpfsNet, NetNode, PushFormat, Registry, TestImage, TestNet,
     block_on, build_busybox_layout, push_layout,
 };
+
+/// The cluster's private network (`swarm.key`): every node's daemon has it, as the chart's
+/// `swarmKey` gives every Kubo the same key.
+const NETWORK_KEY: [u8; 32] = *b"multinode test private network!!";
 
 /// Failure guard for each step (readiness is polled; this only bounds a hang).
 const STEP: Duration = Duration::from_secs(120);
@@ -110,7 +115,8 @@ struct Node {
 impl Node {
     fn start(net: &NetNode, with_containerd: bool) -> Self {
         net.enter(|| {
-            let ipfs = IpfsDaemon::start_with(IpfsNet::swarm_on(net.ip)).unwrap();
+            let ipfs =
+                IpfsDaemon::start_with(IpfsNet::swarm_on(net.ip).private(NETWORK_KEY)).unwrap();
             let agent = Agent::start(&agent_bin(), &ipfs.api_url, None, &[]).unwrap();
             let containerd = with_containerd.then(|| {
                 let c = Containerd::start().unwrap();

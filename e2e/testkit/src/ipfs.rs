@@ -168,7 +168,7 @@ impl IpfsDaemon {
         }
         configure(kind, repo, api, net.swarm_ip, swarm)?;
         let key_file = repo.join("swarm.key");
-        let mut cmd = match net.swarm_key {
+        let cmd = match net.swarm_key {
             Some(key) => {
                 std::fs::write(&key_file, swarm_key_file(&key))?;
                 private_daemon_command(kind, repo)?
