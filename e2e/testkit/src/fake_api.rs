@@ -257,7 +257,8 @@ fn deliver(c: &mut Collection) {
     }
 }
 
-async fn capture(request: Request<Body>) -> Captured {
+/// Read a request the client made, body included (JSON, or `Null` when empty).
+pub async fn capture(request: Request<Body>) -> Captured {
     let at = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
     let bytes = body.collect_bytes().await.expect("request body");

@@ -31,14 +31,7 @@ pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// One request the reconcile made.
-#[derive(Debug)]
-pub struct Captured {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub content_type: String,
-    pub body: Value,
-}
+pub use testkit::fake_api::Captured;
 
 pub struct ApiServer(Handle);
 
@@ -49,6 +42,26 @@ pub fn fake_api() -> (kube::Client, ApiServer) {
 }
 
 impl ApiServer {
+    /// The next request, which must be `method path`.
+    async fn next(
+        &mut self,
+        method: &str,
+        path: &str,
+    ) -> (Captured, tower_test::mock::SendResponse<Response<Body>>) {
+        let next = tokio::time::timeout(REQUEST_TIMEOUT, self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"));
+        let (request, send) =
+            next.unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
+        let captured = testkit::fake_api::capture(request).await;
+        assert_eq!(
+            (captured.method.as_str(), captured.path.as_str()),
+            (method, path),
+            "unexpected request: {captured:#?}"
+        );
+        (captured, send)
+    }
+
     /// The next request must be `method path`; answer it with `status` and `response`.
     pub async fn answer(
         &mut self,
@@ -57,34 +70,7 @@ impl ApiServer {
         status: u16,
         response: Value,
     ) -> Captured {
-        let next = tokio::time::timeout(REQUEST_TIMEOUT, self.0.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"));
-        let (request, send) =
-            next.unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
-        let (parts, body) = request.into_parts();
-        let bytes = body.collect_bytes().await.expect("request body");
-        let captured = Captured {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            content_type: parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            body: if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).expect("JSON request body")
-            },
-        };
-        assert_eq!(
-            (captured.method.as_str(), captured.path.as_str()),
-            (method, path),
-            "unexpected request: {captured:#?}"
-        );
+        let (captured, send) = self.next(method, path).await;
         let response = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -177,29 +163,12 @@ impl ApiServer {
 
     /// Answer 201 with the request's own body (a created Event echoes fine).
     pub async fn created(&mut self, method: &str, path: &str) -> Captured {
-        let next = tokio::time::timeout(REQUEST_TIMEOUT, self.0.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"));
-        let (request, send) =
-            next.unwrap_or_else(|| panic!("the client is gone; expected {method} {path}"));
-        let (parts, body) = request.into_parts();
-        let bytes = body.collect_bytes().await.expect("request body");
-        let captured = Captured {
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            content_type: String::new(),
-            body: serde_json::from_slice(&bytes).expect("JSON request body"),
-        };
-        assert_eq!(
-            (captured.method.as_str(), captured.path.as_str()),
-            (method, path),
-            "unexpected request: {captured:#?}"
-        );
+        let (captured, send) = self.next(method, path).await;
+        let bytes = serde_json::to_vec(&captured.body).expect("JSON");
         send.send_response(
             Response::builder()
                 .status(201)
-                .body(Body::from(bytes.to_vec()))
+                .body(Body::from(bytes))
                 .unwrap(),
         );
         captured
