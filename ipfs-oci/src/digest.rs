@@ -108,6 +108,8 @@ pub enum VerifyError {
     Size { expected: u64, actual: u64 },
     #[error("digest mismatch: expected {expected}, got {actual}")]
     Digest { expected: Digest, actual: Digest },
+    #[error("hashing stopped before the end of the content")]
+    Aborted,
 }
 
 impl Verifier {
@@ -130,6 +132,10 @@ impl Verifier {
         }
         self.hasher.update(chunk);
         Ok(())
+    }
+
+    pub fn expected_size(&self) -> Option<u64> {
+        self.expected_size
     }
 
     pub fn bytes_seen(&self) -> u64 {

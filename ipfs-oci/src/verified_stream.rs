@@ -7,13 +7,106 @@
 use std::io;
 
 use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::digest::{Digest, Verifier};
+use crate::digest::{Digest, Verifier, VerifyError};
 use crate::ipfs::ByteStream;
+
+/// Past this many bytes the hashing moves to a blocking thread and overlaps with forwarding: a
+/// single stream is then bounded by SHA-256 alone rather than by SHA-256 plus the socket copies.
+const PIPELINE_AFTER: u64 = 1024 * 1024;
+/// Chunks the hashing thread may lag behind the forwarded bytes (bounds the memory it pins).
+const PIPELINE_DEPTH: usize = 8;
+
+/// Where the bytes are hashed.
+enum Hashing {
+    /// In the stream's own task (small contents, or no Tokio runtime).
+    Inline(Verifier),
+    /// On a blocking thread that receives every chunk and answers once, at the end or at the
+    /// first error.
+    Pipelined {
+        chunks: mpsc::Sender<bytes::Bytes>,
+        result: oneshot::Receiver<Result<(), VerifyError>>,
+        /// Bytes sent so far and the expected size: oversize is still caught before forwarding.
+        seen: u64,
+        expected_size: Option<u64>,
+    },
+}
+
+impl Hashing {
+    async fn update(&mut self, chunk: &bytes::Bytes) -> Result<(), VerifyError> {
+        match self {
+            Hashing::Inline(verifier) => {
+                verifier.update(chunk)?;
+                if verifier.bytes_seen() > PIPELINE_AFTER
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    *self = Self::pipelined(verifier.clone(), &runtime);
+                }
+                Ok(())
+            }
+            Hashing::Pipelined {
+                chunks,
+                result,
+                seen,
+                expected_size,
+            } => {
+                *seen += chunk.len() as u64;
+                if let Some(expected) = *expected_size
+                    && *seen > expected
+                {
+                    return Err(VerifyError::TooLarge { expected });
+                }
+                if chunks.send(chunk.clone()).await.is_ok() {
+                    return Ok(());
+                }
+                // The thread stopped early: it has the reason. A thread that vanished without
+                // answering (a panic) must not pass the content either.
+                result.await.unwrap_or(Err(VerifyError::Aborted))
+            }
+        }
+    }
+
+    async fn finish(self) -> Result<(), VerifyError> {
+        match self {
+            Hashing::Inline(verifier) => verifier.finish(),
+            Hashing::Pipelined { chunks, result, .. } => {
+                // Closing the channel tells the thread that the content is complete.
+                drop(chunks);
+                result.await.unwrap_or(Err(VerifyError::Aborted))
+            }
+        }
+    }
+
+    fn pipelined(mut verifier: Verifier, runtime: &tokio::runtime::Handle) -> Self {
+        let (seen, expected_size) = (verifier.bytes_seen(), verifier.expected_size());
+        let (chunks, mut rx) = mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
+        let (done, result) = oneshot::channel();
+        runtime.spawn_blocking(move || {
+            let outcome = loop {
+                match rx.blocking_recv() {
+                    Some(chunk) => {
+                        if let Err(e) = verifier.update(&chunk) {
+                            break Err(e);
+                        }
+                    }
+                    None => break verifier.finish(),
+                }
+            };
+            let _ = done.send(outcome);
+        });
+        Hashing::Pipelined {
+            chunks,
+            result,
+            seen,
+            expected_size,
+        }
+    }
+}
 
 struct State {
     inner: ByteStream,
-    verifier: Option<Verifier>,
+    hashing: Option<Hashing>,
     pending: Option<bytes::Bytes>,
 }
 
@@ -21,17 +114,17 @@ struct State {
 pub fn verified(inner: ByteStream, expected: Digest, expected_size: Option<u64>) -> ByteStream {
     let state = State {
         inner,
-        verifier: Some(Verifier::new(expected, expected_size)),
+        hashing: Some(Hashing::Inline(Verifier::new(expected, expected_size))),
         pending: None,
     };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
-        let verifier = st.verifier.as_mut()?;
+        let hashing = st.hashing.as_mut()?;
         loop {
             match st.inner.next().await {
                 Some(Ok(chunk)) if chunk.is_empty() => continue,
                 Some(Ok(chunk)) => {
-                    if let Err(e) = verifier.update(&chunk) {
-                        st.verifier = None;
+                    if let Err(e) = hashing.update(&chunk).await {
+                        st.hashing = None;
                         return Some((Err(io::Error::new(io::ErrorKind::InvalidData, e)), st));
                     }
                     match st.pending.replace(chunk) {
@@ -40,12 +133,12 @@ pub fn verified(inner: ByteStream, expected: Digest, expected_size: Option<u64>)
                     }
                 }
                 Some(Err(e)) => {
-                    st.verifier = None;
+                    st.hashing = None;
                     return Some((Err(e), st));
                 }
                 None => {
-                    let verifier = st.verifier.take().expect("checked above");
-                    return match verifier.finish() {
+                    let hashing = st.hashing.take().expect("checked above");
+                    return match hashing.finish().await {
                         Ok(()) => st.pending.take().map(|last| (Ok(last), st)),
                         Err(e) => Some((Err(io::Error::new(io::ErrorKind::InvalidData, e)), st)),
                     };
@@ -151,5 +244,49 @@ mod tests {
         let d = Digest::of(b"abc");
         let (_, err) = collect(verified(chunks(&[b"abcd"]), d, Some(3))).await;
         assert!(err.is_some());
+    }
+
+    /// Content past `PIPELINE_AFTER`, in 64 KiB chunks, so the hashing moves to its thread.
+    fn large(len: usize) -> (Vec<u8>, ByteStream) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let parts: Vec<io::Result<Bytes>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        (data, Box::pin(futures::stream::iter(parts)))
+    }
+
+    #[tokio::test]
+    async fn passes_large_content_hashed_on_its_thread() {
+        let (data, stream) = large(3 * 1024 * 1024 + 17);
+        let d = Digest::of(&data);
+        let (out, err) = collect(verified(stream, d, Some(data.len() as u64))).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(out, data);
+    }
+
+    #[tokio::test]
+    async fn never_delivers_a_complete_wrong_large_body() {
+        let (mut data, stream) = large(3 * 1024 * 1024 + 17);
+        // the stream carries the original bytes; the expected digest is of other bytes
+        *data.last_mut().expect("not empty") ^= 1;
+        let d = Digest::of(&data);
+        let (out, err) = collect(verified(stream, d, Some(data.len() as u64))).await;
+        let err = err.expect("must fail");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(out.len() < data.len(), "got all {} bytes", out.len());
+    }
+
+    #[tokio::test]
+    async fn large_oversize_fails_before_the_end() {
+        let (data, stream) = large(3 * 1024 * 1024);
+        let d = Digest::of(&data[..2 * 1024 * 1024]);
+        let (out, err) = collect(verified(stream, d, Some(2 * 1024 * 1024))).await;
+        assert!(err.is_some());
+        assert!(
+            out.len() <= 2 * 1024 * 1024,
+            "forwarded {} bytes",
+            out.len()
+        );
     }
 }

@@ -248,8 +248,11 @@ fn serves_containerd_headers_ranges_and_clean_errors() {
     });
 }
 
-/// A proxy in front of the IPFS API that flips one byte of every `cat` stream past 200 KB.
-async fn corrupting_proxy(State(upstream): State<String>, request: Request) -> Response {
+/// A proxy in front of the IPFS API that flips the byte at a given offset of every `cat` stream.
+async fn corrupting_proxy(
+    State((upstream, offset)): State<(String, usize)>,
+    request: Request,
+) -> Response {
     let url = format!("{upstream}{}", request.uri());
     let is_cat = request.uri().path().ends_with("/cat");
     let answer = reqwest::Client::new().post(url).send().await.unwrap();
@@ -257,8 +260,8 @@ async fn corrupting_proxy(State(upstream): State<String>, request: Request) -> R
     let mut seen = 0usize;
     let stream = answer.bytes_stream().map(move |chunk| {
         let mut chunk = chunk.map(|b| b.to_vec()).map_err(std::io::Error::other)?;
-        if is_cat && seen <= 200_000 && seen + chunk.len() > 200_000 {
-            chunk[200_000 - seen] ^= 0xff;
+        if is_cat && seen <= offset && seen + chunk.len() > offset {
+            chunk[offset - seen] ^= 0xff;
         }
         seen += chunk.len();
         Ok::<_, std::io::Error>(chunk)
@@ -269,13 +272,15 @@ async fn corrupting_proxy(State(upstream): State<String>, request: Request) -> R
         .unwrap()
 }
 
-#[test]
-fn a_corrupted_blob_is_never_delivered_complete() {
-    let (ipfs, cid, layer, size) = converted_image();
-    assert!(
-        size > 300_000,
-        "the layer must be larger than the corruption offset"
-    );
+/// Serve blob `layer` of image `cid` through an agent whose IPFS API flips the byte at `offset`,
+/// and check that the client never gets all `size` bytes.
+fn assert_corruption_never_delivered(
+    ipfs: &IpfsDaemon,
+    cid: &str,
+    layer: &Digest,
+    size: u64,
+    offset: usize,
+) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -283,7 +288,7 @@ fn a_corrupted_blob_is_never_delivered_complete() {
     let proxy = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new()
         .fallback(corrupting_proxy)
-        .with_state(ipfs.api_url.clone());
+        .with_state((ipfs.api_url.clone(), offset));
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let agent = Agent::start(&agent_bin(), &proxy, None, &[]).unwrap();
@@ -307,15 +312,36 @@ fn a_corrupted_blob_is_never_delivered_complete() {
                 }
             }
         }
-        assert!(failed, "the transfer must fail");
+        assert!(
+            failed,
+            "the transfer must fail (byte {offset} of {size} flipped)"
+        );
         got
     });
     assert!(
         (received.len() as u64) < size,
-        "received {} of {size} bytes: a complete wrong blob",
+        "received {} of {size} bytes: a complete wrong blob (byte {offset} flipped)",
         received.len()
     );
     assert!(agent.metric_sum("ipfs_image_agent_verification_failures_total", &[]) >= 1.0);
+}
+
+#[test]
+fn a_corrupted_blob_is_never_delivered_complete() {
+    let (ipfs, cid, layer, size) = converted_image();
+    assert!(
+        size > 300_000,
+        "the layer must be larger than the corruption offset"
+    );
+    assert_corruption_never_delivered(&ipfs, &cid, &layer, size, 200_000);
+}
+
+/// A large blob is hashed on its own thread while it is forwarded: a flip in its very last bytes
+/// (where the hashing lags the forwarding most) must still stop it short of complete.
+#[test]
+fn a_large_blob_corrupted_at_its_end_is_never_delivered_complete() {
+    let (ipfs, cid, layer, _, size) = converted_big_image(24 * 1024 * 1024);
+    assert_corruption_never_delivered(&ipfs, &cid, &layer, size, size as usize - 10);
 }
 
 /// An image whose layer is `len` bytes of noise (plus busybox's layer), converted into a fresh

@@ -103,6 +103,10 @@ impl Agent {
         Err(last.expect("tried"))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("agent.log")).unwrap_or_default()
     }

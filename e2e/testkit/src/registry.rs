@@ -96,6 +96,10 @@ impl Registry {
         Ok((addr, daemon))
     }
 
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// Stop the registry (to prove that something no longer depends on it).
     pub fn stop(&mut self) {
         self.daemon.stop();
