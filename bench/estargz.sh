@@ -7,42 +7,12 @@
 # usage: bash bench/estargz.sh [SIZE_MIB=128]     (needs `bash e2e/deps.sh` first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Release binaries, wherever cargo puts them.
-REL="${CARGO_TARGET_DIR:-target}/release"
+. bench/lib.sh
 SIZE_MIB=${1:-128}
-command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 cargo build -q --release -p ipfs-image-operator -p ipfs-image-agent --bins
 cargo build -q --release -p ipfs-oci --example estargz_read
-W=$(mktemp -d /tmp/bench-estargz.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
-
-# registry
-REG=127.0.0.1:$(port)
-mkdir -p "$W/reg"
-printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg" "$REG" > "$W/reg.yml"
-docker-registry serve "$W/reg.yml" >"$W/reg.log" 2>&1 & pids+=($!)
-# IPFS: Kubo from PATH, else js-ipfs (same configuration as the tests: loopback, no bootstrap)
-API_PORT=$(port); SWARM_PORT=$(port)
-if command -v ipfs >/dev/null; then IPFS=(ipfs); KIND=kubo; else IPFS=("$PWD/e2e/.deps/jsipfs/node_modules/.bin/jsipfs"); KIND=js-ipfs; fi
-export IPFS_PATH=$W/ipfs NODE_ENV=test
-"${IPFS[@]}" init --profile test >/dev/null 2>&1 || "${IPFS[@]}" init --profile test --emptyRepo >/dev/null
-python3 - "$IPFS_PATH/config" "$API_PORT" "$SWARM_PORT" <<'PY'
-import json, sys
-p, api, sw = sys.argv[1:]
-c = json.load(open(p))
-c["Addresses"].update(API=f"/ip4/127.0.0.1/tcp/{api}", Gateway=[], Swarm=[f"/ip4/127.0.0.1/tcp/{sw}"], Announce=[], NoAnnounce=[])
-c["Addresses"].pop("RPC", None); c["Addresses"]["Delegates"] = []
-c["Bootstrap"] = []; c["Discovery"] = {"MDNS": {"Enabled": False}}; c["Routing"] = {"Type": "none"}; c["AutoConf"] = {"Enabled": False}
-json.dump(c, open(p, "w"), indent=1)
-PY
-"${IPFS[@]}" daemon $([ $KIND = js-ipfs ] && echo --enable-preload=false) >"$W/ipfs.log" 2>&1 & pids+=($!)
-API=http://127.0.0.1:$API_PORT
-for _ in $(seq 200); do curl -sf -X POST "$API/api/v0/id" >/dev/null && curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.2; done
-curl -sf -X POST "$API/api/v0/id" >/dev/null
+bench_start estargz
 
 # the image
 umoci init --layout "$W/oci" >/dev/null

@@ -175,6 +175,18 @@ impl KuboClient {
             })?
     }
 
+    /// A command with one argument whose JSON answer only says it worked (failures are statuses).
+    async fn call_unit(&self, endpoint: &'static str, arg: &str) -> Result<(), IpfsError> {
+        let _: Value = self
+            .call_json(
+                endpoint,
+                &[("arg", arg.to_owned())],
+                self.options.call_timeout,
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn files_call(
         &self,
         endpoint: &'static str,
@@ -493,47 +505,19 @@ impl IpfsStore for KuboClient {
 
     async fn swarm_connect(&self, addr: &str) -> Result<(), IpfsError> {
         // Kubo answers `{"Strings":["connect <id> success"]}`; a failed dial is an error status.
-        let _: Value = self
-            .call_json(
-                "swarm/connect",
-                &[("arg", addr.to_owned())],
-                self.options.call_timeout,
-            )
-            .await?;
-        Ok(())
+        self.call_unit("swarm/connect", addr).await
     }
 
     async fn swarm_disconnect(&self, addr: &str) -> Result<(), IpfsError> {
-        let _: Value = self
-            .call_json(
-                "swarm/disconnect",
-                &[("arg", addr.to_owned())],
-                self.options.call_timeout,
-            )
-            .await?;
-        Ok(())
+        self.call_unit("swarm/disconnect", addr).await
     }
 
     async fn peering_add(&self, addr: &str) -> Result<(), IpfsError> {
-        let _: Value = self
-            .call_json(
-                "swarm/peering/add",
-                &[("arg", addr.to_owned())],
-                self.options.call_timeout,
-            )
-            .await?;
-        Ok(())
+        self.call_unit("swarm/peering/add", addr).await
     }
 
     async fn peering_rm(&self, peer_id: &str) -> Result<(), IpfsError> {
-        let _: Value = self
-            .call_json(
-                "swarm/peering/rm",
-                &[("arg", peer_id.to_owned())],
-                self.options.call_timeout,
-            )
-            .await?;
-        Ok(())
+        self.call_unit("swarm/peering/rm", peer_id).await
     }
 
     async fn swarm_peers(&self) -> Result<Vec<SwarmPeer>, IpfsError> {
