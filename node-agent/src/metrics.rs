@@ -24,6 +24,8 @@ pub struct Metrics {
     pub blob_streams_shared: IntCounter,
     /// Clients detached from a shared stream for falling more than the window behind.
     pub blob_stream_detached: IntCounter,
+    /// Bytes the shared blob streams hold in memory for their clients right now.
+    pub blob_stream_buffered_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +111,14 @@ impl Metrics {
             "blob_stream_detached_total",
             "Clients detached from a shared blob stream for falling behind (they continue on their own cat)",
         );
+        let blob_stream_buffered_bytes = IntGauge::new(
+            "ipfs_image_agent_blob_stream_buffered_bytes",
+            "Bytes held in memory by shared blob streams (bounded by about window + 512 KiB each)",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(blob_stream_buffered_bytes.clone()))
+            .expect("unique metric");
         Self {
             registry,
             requests,
@@ -122,6 +132,7 @@ impl Metrics {
             ipfs_cat_streams,
             blob_streams_shared,
             blob_stream_detached,
+            blob_stream_buffered_bytes,
         }
     }
 

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use ipfs_oci::Cid;
 use ipfs_oci::digest::Digest;
 use ipfs_oci::ipfs::{ByteStream, IpfsError};
+use prometheus::IntGauge;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
@@ -75,11 +76,54 @@ enum End {
     Abandoned,
 }
 
+/// The chunks of a shared stream, counted in the agent's buffered-bytes gauge while held.
+#[derive(Default)]
+struct Held {
+    chunks: VecDeque<Bytes>,
+    gauge: Option<IntGauge>,
+}
+
+impl Held {
+    fn counted(gauge: IntGauge) -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            gauge: Some(gauge),
+        }
+    }
+
+    fn push_back(&mut self, chunk: Bytes) {
+        if let Some(g) = &self.gauge {
+            g.add(chunk.len() as i64);
+        }
+        self.chunks.push_back(chunk);
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let chunk = self.chunks.pop_front()?;
+        if let Some(g) = &self.gauge {
+            g.sub(chunk.len() as i64);
+        }
+        Some(chunk)
+    }
+
+    fn get(&self, index: usize) -> Option<&Bytes> {
+        self.chunks.get(index)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.sub(self.chunks.iter().map(|c| c.len() as i64).sum());
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// `None` while the `cat` is being opened.
     opened: Option<Result<(), Arc<IpfsError>>>,
-    chunks: VecDeque<Bytes>,
+    chunks: Held,
     /// Absolute index and byte offset of `chunks[0]`.
     first_index: u64,
     first_offset: u64,
@@ -175,6 +219,9 @@ impl BlobStreams {
                     let flight = Arc::new(Flight {
                         key,
                         state: Mutex::new(State {
+                            chunks: Held::counted(
+                                self.inner.metrics.blob_stream_buffered_bytes.clone(),
+                            ),
                             joinable: true,
                             next_id: 1,
                             attached: HashMap::from([(
@@ -599,7 +646,8 @@ mod tests {
         let data = blob(8 * 1024 * 1024);
         let (_src, opener) = source(data.clone());
         let window = 512 * 1024;
-        let streams = BlobStreams::new(window, Metrics::new());
+        let metrics = Metrics::new();
+        let streams = BlobStreams::new(window, metrics.clone());
         let (cid, digest) = key();
         let mut slow = Vec::new();
         for _ in 0..4 {
@@ -611,7 +659,9 @@ mod tests {
         let mut got = 0;
         while let Some(chunk) = fast.next().await {
             got += chunk.unwrap().len();
-            max = max.max(lock(&flight).buffered());
+            let held = lock(&flight).buffered();
+            assert_eq!(metrics.blob_stream_buffered_bytes.get() as u64, held);
+            max = max.max(held);
         }
         assert_eq!(got, data.len());
         assert!(
@@ -621,6 +671,12 @@ mod tests {
         for s in slow {
             assert_eq!(read_all(s).await.unwrap(), data);
         }
+        drop((fast, flight, streams));
+        assert_eq!(
+            metrics.blob_stream_buffered_bytes.get(),
+            0,
+            "every held byte is released"
+        );
     }
 
     #[tokio::test]
@@ -652,6 +708,32 @@ mod tests {
         }
         assert_eq!(src.live.load(Ordering::SeqCst), 0, "the cat was dropped");
         assert_eq!(streams.in_flight(), 0);
+        assert_eq!(
+            metrics.blob_stream_buffered_bytes.get(),
+            0,
+            "the abandoned stream's chunks are released"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_early_releases_the_held_chunks() {
+        let data = blob(2 * 1024 * 1024);
+        let (_src, opener) = source(data);
+        let metrics = Metrics::new();
+        // A window larger than what is read: the chunks are kept for late joiners to replay.
+        let streams = BlobStreams::new(1 << 20, metrics.clone());
+        let (cid, digest) = key();
+        let mut client = streams.open(cid, digest, opener).await.unwrap();
+        client.next().await.unwrap().unwrap();
+        assert!(metrics.blob_stream_buffered_bytes.get() > 0);
+        drop(client);
+        for _ in 0..100 {
+            if metrics.blob_stream_buffered_bytes.get() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(metrics.blob_stream_buffered_bytes.get(), 0);
     }
 
     #[tokio::test]
