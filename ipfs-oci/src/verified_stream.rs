@@ -5,6 +5,8 @@
 //! body whose digest is wrong — it sees an error and a short body instead.
 
 use std::io;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -18,9 +20,38 @@ const PIPELINE_AFTER: u64 = 1024 * 1024;
 /// Chunks the hashing thread may lag behind the forwarded bytes (bounds the memory it pins).
 const PIPELINE_DEPTH: usize = 8;
 
+/// Hashing threads running now. More than one per core would not hash faster, only hold more
+/// threads: past that, streams hash in their own task until a slot frees up.
+static HASHERS: AtomicUsize = AtomicUsize::new(0);
+
+fn max_hashers() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A claim on one hashing thread, given back when dropped.
+struct HasherSlot;
+
+impl HasherSlot {
+    fn claim() -> Option<Self> {
+        HASHERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_hashers()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| HasherSlot)
+    }
+}
+
+impl Drop for HasherSlot {
+    fn drop(&mut self) {
+        HASHERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where the bytes are hashed.
 enum Hashing {
-    /// In the stream's own task (small contents, or no Tokio runtime).
+    /// In the stream's own task (small contents, no Tokio runtime, or every hashing thread busy).
     Inline(Verifier),
     /// On a blocking thread that receives every chunk and answers once, at the end or at the
     /// first error.
@@ -40,8 +71,9 @@ impl Hashing {
                 verifier.update(chunk)?;
                 if verifier.bytes_seen() > PIPELINE_AFTER
                     && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                    && let Some(slot) = HasherSlot::claim()
                 {
-                    *self = Self::pipelined(verifier.clone(), &runtime);
+                    *self = Self::pipelined(verifier.clone(), &runtime, slot);
                 }
                 Ok(())
             }
@@ -78,11 +110,16 @@ impl Hashing {
         }
     }
 
-    fn pipelined(mut verifier: Verifier, runtime: &tokio::runtime::Handle) -> Self {
+    fn pipelined(
+        mut verifier: Verifier,
+        runtime: &tokio::runtime::Handle,
+        slot: HasherSlot,
+    ) -> Self {
         let (seen, expected_size) = (verifier.bytes_seen(), verifier.expected_size());
         let (chunks, mut rx) = mpsc::channel::<bytes::Bytes>(PIPELINE_DEPTH);
         let (done, result) = oneshot::channel();
         runtime.spawn_blocking(move || {
+            let _slot = slot;
             let outcome = loop {
                 match rx.blocking_recv() {
                     Some(chunk) => {
@@ -288,5 +325,29 @@ mod tests {
             "forwarded {} bytes",
             out.len()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_large_streams_share_at_most_one_hashing_thread_per_core() {
+        let streams = 3 * max_hashers() + 1;
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            tasks.push(tokio::spawn(async {
+                let (data, stream) = large(2 * 1024 * 1024 + 5);
+                let d = Digest::of(&data);
+                let mut s = verified(stream, d, Some(data.len() as u64));
+                let (mut got, mut most) = (0, 0);
+                while let Some(chunk) = s.next().await {
+                    got += chunk.expect("good content").len();
+                    most = most.max(HASHERS.load(Ordering::Acquire));
+                }
+                assert_eq!(got, data.len());
+                most
+            }));
+        }
+        for t in tasks {
+            let most = t.await.expect("no panic");
+            assert!(most <= max_hashers(), "{most} hashing threads");
+        }
     }
 }
