@@ -18,7 +18,8 @@ pub struct Metrics {
     pub mirror: IntCounterVec,
     pub inflight: IntGauge,
     /// Blob `cat` streams opened against IPFS, by reason: `blob` (a whole-blob GET that opened a
-    /// shared stream), `range`, `detached` (a client that fell behind a shared stream).
+    /// shared stream), `range`, `detached` (a client that fell behind a shared stream), `resumed`
+    /// (a stream that broke part-way, reopened from the byte reached).
     pub ipfs_cat_streams: IntCounterVec,
     /// Whole-blob GETs served from a stream another GET had opened (no `cat` of their own).
     pub blob_streams_shared: IntCounter,
@@ -92,7 +93,7 @@ impl Metrics {
             .expect("unique metric");
         let ipfs_cat_streams = counter(
             "ipfs_cat_streams_total",
-            "Blob streams opened against IPFS (cat), by reason",
+            "Blob streams opened against IPFS (cat), by reason: blob, range, detached (a client fell behind a shared stream), resumed (a stream broke part-way)",
             &["reason"],
         );
         let plain = |name: &str, help: &str| {

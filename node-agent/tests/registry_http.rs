@@ -1,7 +1,8 @@
 //! The registry's HTTP behaviour, checked with a plain HTTP client against a real IPFS daemon:
 //! headers containerd relies on, Range, read-only methods, malformed input (always a clean 4xx),
-//! a corrupting IPFS that must never produce a complete wrong blob, and concurrent GETs of one
-//! blob sharing one IPFS stream (with a counting proxy in front of IPFS).
+//! a corrupting IPFS that must never produce a complete wrong blob, a broken IPFS stream resumed
+//! from where it stopped, and concurrent GETs of one blob sharing one IPFS stream (with a
+//! counting proxy in front of IPFS).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -344,6 +345,99 @@ fn a_large_blob_corrupted_at_its_end_is_never_delivered_complete() {
     assert_corruption_never_delivered(&ipfs, &cid, &layer, size, size as usize - 10);
 }
 
+/// A proxy in front of the IPFS API that breaks the first blob stream (a `cat` without `length`:
+/// the agent reads manifests with one) after `cut` bytes, and records the query of every such
+/// stream.
+#[derive(Clone)]
+struct Cutting {
+    upstream: String,
+    cut: usize,
+    cats: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn cutting_proxy(State(proxy): State<Cutting>, request: Request) -> Response {
+    let url = format!("{}{}", proxy.upstream, request.uri());
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let first_cat = request.uri().path().ends_with("/cat") && !query.contains("length=") && {
+        let mut cats = proxy.cats.lock().unwrap();
+        cats.push(query);
+        cats.len() == 1
+    };
+    let answer = reqwest::Client::new().post(url).send().await.unwrap();
+    let status = answer.status();
+    let mut left = if first_cat { proxy.cut } else { usize::MAX };
+    let stream = answer.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if left == 0 {
+            return Err(std::io::Error::other("cut"));
+        }
+        let keep = chunk.slice(..chunk.len().min(left));
+        left -= keep.len();
+        Ok(keep)
+    });
+    Response::builder()
+        .status(status.as_u16())
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+/// The daemon's answer breaks part-way through a blob: the agent reopens `cat` from the byte it
+/// had reached, and the client gets the whole blob, verified, in one response.
+#[test]
+fn a_broken_ipfs_stream_resumes_from_where_it_stopped() {
+    let (ipfs, cid, layer, _, size) = converted_big_image(8 * 1024 * 1024);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let cut = 3_000_000;
+    let proxy = Cutting {
+        upstream: ipfs.api_url.clone(),
+        cut,
+        cats: Default::default(),
+    };
+    let app = axum::Router::new()
+        .fallback(cutting_proxy)
+        .with_state(proxy.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let agent = Agent::start(&agent_bin(), &proxy_url, None, &[]).unwrap();
+    let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
+    let body = runtime.block_on(async {
+        let r = http().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.expect("the whole body, no error")
+    });
+    assert_eq!(body.len() as u64, size);
+    assert_eq!(Digest::of(&body), layer);
+
+    let cats = proxy.cats.lock().unwrap().clone();
+    assert_eq!(cats.len(), 2, "one cat, then one resume: {cats:?}");
+    assert!(!cats[0].contains("offset="), "{cats:?}");
+    let offset: u64 = cats[1]
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("offset="))
+        .expect("the resume starts at an offset")
+        .parse()
+        .unwrap();
+    assert!(
+        offset > 0 && offset <= cut as u64,
+        "resumed at {offset}, the first stream stopped after at most {cut} bytes"
+    );
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_ipfs_cat_streams_total",
+            &[("reason", "resumed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        agent.metric_sum("ipfs_image_agent_verification_failures_total", &[]),
+        0.0
+    );
+}
+
 /// An image whose layer is `len` bytes of noise (plus busybox's layer), converted into a fresh
 /// IPFS daemon: (daemon, root CID, the big layer's digest, its CID, its size).
 fn converted_big_image(len: usize) -> (IpfsDaemon, String, Digest, String, u64) {
@@ -592,7 +686,14 @@ fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
 
     // The stalled client now reads: it continued on its own cat from where it was, and gets the
     // whole blob, verified.
-    let late = runtime.block_on(async { stalled.bytes().await }).unwrap();
+    let late = runtime
+        .block_on(async { stalled.bytes().await })
+        .unwrap_or_else(|e| {
+            panic!(
+                "the stalled client's body: {e:?}\nagent log:\n{}",
+                agent.log()
+            )
+        });
     assert_eq!(late.len() as u64, size);
     assert_eq!(Digest::of(&late), layer);
     let cats = proxy.cats.lock().unwrap().clone();

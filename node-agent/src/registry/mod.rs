@@ -6,6 +6,7 @@ mod errors;
 mod fanout;
 mod paths;
 mod range;
+mod resume;
 
 use std::sync::Arc;
 
@@ -427,7 +428,7 @@ async fn blob_response(
             None => {
                 let stream = app
                     .blobs
-                    .open(entry.cid, *digest, cat_opener(app.ipfs.clone(), entry.cid))
+                    .open(entry.cid, *digest, cat_opener(app, entry.cid))
                     .await
                     .map_err(|e| ipfs_error(app, &e))?;
                 verified(stream, *digest, Some(entry.size))
@@ -441,11 +442,13 @@ async fn blob_response(
                     offset: s.start,
                     length: Some(s.len),
                 };
-                let stream = app
-                    .ipfs
-                    .cat(&entry.cid, range)
-                    .await
-                    .map_err(|e| ipfs_error(app, &e))?;
+                let stream = resume::open_resuming(
+                    range_opener(app.ipfs.clone(), entry.cid),
+                    range,
+                    count_resume(&app.metrics),
+                )
+                .await
+                .map_err(|e| ipfs_error(app, &e))?;
                 ipfs_oci::verified_stream::exact_length(stream, s.len)
             }
         };
@@ -487,20 +490,33 @@ async fn blob_response(
 }
 
 /// `cat` of a blob from an offset to its end.
-fn cat_opener(ipfs: Arc<KuboClient>, cid: ipfs_oci::Cid) -> fanout::Opener {
+/// Opens the blob from an offset to its end, resuming a stream that breaks part-way.
+fn cat_opener(app: &AppState, cid: ipfs_oci::Cid) -> fanout::Opener {
+    let open = range_opener(app.ipfs.clone(), cid);
+    let on_resume = count_resume(&app.metrics);
     Arc::new(move |offset| {
-        let ipfs = ipfs.clone();
-        Box::pin(async move {
-            ipfs.cat(
-                &cid,
-                ByteRange {
-                    offset,
-                    length: None,
-                },
-            )
-            .await
-        })
+        let range = ByteRange {
+            offset,
+            length: None,
+        };
+        Box::pin(resume::open_resuming(
+            open.clone(),
+            range,
+            on_resume.clone(),
+        ))
     })
+}
+
+fn range_opener(ipfs: Arc<KuboClient>, cid: ipfs_oci::Cid) -> resume::RangeOpener {
+    Arc::new(move |range| {
+        let ipfs = ipfs.clone();
+        Box::pin(async move { ipfs.cat(&cid, range).await })
+    })
+}
+
+fn count_resume(metrics: &Metrics) -> resume::OnResume {
+    let resumed = metrics.ipfs_cat_streams.with_label_values(&["resumed"]);
+    Arc::new(move |_offset| resumed.inc())
 }
 
 fn ipfs_error(app: &AppState, e: &IpfsError) -> RegistryError {
