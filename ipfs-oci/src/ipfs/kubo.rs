@@ -45,6 +45,9 @@ impl Default for KuboOptions {
 #[derive(Debug, Clone)]
 pub struct KuboClient {
     http: reqwest::Client,
+    /// For `cat` streams: no read timeout of reqwest's, whose clock also runs while the consumer
+    /// is not reading (a paused client would look like a silent daemon); see [`idle_limited`].
+    streams: reqwest::Client,
     base: String,
     options: KuboOptions,
 }
@@ -71,8 +74,13 @@ impl KuboClient {
             .read_timeout(options.idle_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()?;
+        let streams = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
         Ok(Self {
             http,
+            streams,
             base: format!("{}/api/v0", api_url.trim_end_matches('/')),
             options,
         })
@@ -202,6 +210,31 @@ impl KuboClient {
     }
 }
 
+/// Fail `inner` when the consumer has waited `idle` for its next chunk. Only time spent waiting
+/// counts: a consumer that pauses between chunks (its own client is slow) does not trip it.
+fn idle_limited(inner: ByteStream, endpoint: &'static str, idle: Duration) -> ByteStream {
+    Box::pin(futures::stream::unfold(
+        Some(inner),
+        move |state| async move {
+            let mut inner = state?;
+            match tokio::time::timeout(idle, inner.next()).await {
+                Ok(Some(item)) => Some((item, Some(inner))),
+                Ok(None) => None,
+                Err(_) => {
+                    let e = IpfsError::Timeout {
+                        endpoint,
+                        after: idle,
+                    };
+                    Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e)),
+                        None,
+                    ))
+                }
+            }
+        },
+    ))
+}
+
 /// Kubo answers `{"Message":…,"Code":…,"Type":"error"}`; js-ipfs mostly does too, sometimes not.
 fn error_message(status: reqwest::StatusCode, body: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
@@ -303,12 +336,12 @@ impl IpfsStore for KuboClient {
         if let Some(length) = range.length {
             query.push(("length", length.to_string()));
         }
+        let request = self
+            .streams
+            .post(format!("{}/{}", self.base, ENDPOINT))
+            .query(&query);
         let response = self
-            .send(
-                ENDPOINT,
-                self.request(ENDPOINT, &query),
-                self.options.first_byte_timeout,
-            )
+            .send(ENDPOINT, request, self.options.first_byte_timeout)
             .await?;
         let stream = response.bytes_stream().map_err(|e| {
             std::io::Error::other(IpfsError::Transport {
@@ -316,7 +349,11 @@ impl IpfsStore for KuboClient {
                 source: e,
             })
         });
-        Ok(Box::pin(stream))
+        Ok(idle_limited(
+            Box::pin(stream),
+            ENDPOINT,
+            self.options.idle_timeout,
+        ))
     }
 
     async fn cat_to_vec(&self, cid: &Cid, limit: u64) -> Result<Vec<u8>, IpfsError> {
@@ -593,5 +630,39 @@ impl KuboClient {
             )
             .await?;
         cid_field("files/stat", &v, "Hash")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn chunk() -> std::io::Result<Bytes> {
+        Ok(Bytes::from_static(b"data"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_pausing_between_chunks_is_not_a_silent_daemon() {
+        let inner: ByteStream = Box::pin(futures::stream::iter([chunk(), chunk()]));
+        let mut s = idle_limited(inner, "cat", Duration::from_secs(10));
+        assert!(s.next().await.unwrap().is_ok());
+        // the consumer does not ask for a minute (its own client is slow)
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(s.next().await.unwrap().is_ok(), "the waiting chunk arrives");
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemon_silent_for_the_idle_time_fails_the_stream() {
+        let inner: ByteStream =
+            Box::pin(futures::stream::iter([chunk()]).chain(futures::stream::pending()));
+        let mut s = idle_limited(inner, "cat", Duration::from_secs(10));
+        assert!(s.next().await.unwrap().is_ok());
+        let started = tokio::time::Instant::now();
+        let e = s.next().await.unwrap().expect_err("times out");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(s.next().await.is_none(), "nothing after the error");
     }
 }
