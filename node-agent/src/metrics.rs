@@ -83,14 +83,14 @@ impl Metrics {
         registry
             .register(Box::new(resolve_duration.clone()))
             .expect("unique metric");
-        let inflight = IntGauge::new(
-            "ipfs_image_agent_inflight_requests",
-            "Requests being served",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(inflight.clone()))
-            .expect("unique metric");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("ipfs_image_agent_{name}"), help).expect("valid gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let inflight = gauge("inflight_requests", "Requests being served");
         let ipfs_cat_streams = counter(
             "ipfs_cat_streams_total",
             "Blob streams opened against IPFS (cat), by reason: blob, range, detached (a client fell behind a shared stream), resumed (a stream broke part-way)",
@@ -112,14 +112,10 @@ impl Metrics {
             "blob_stream_detached_total",
             "Clients detached from a shared blob stream for falling behind (they continue on their own cat)",
         );
-        let blob_stream_buffered_bytes = IntGauge::new(
-            "ipfs_image_agent_blob_stream_buffered_bytes",
+        let blob_stream_buffered_bytes = gauge(
+            "blob_stream_buffered_bytes",
             "Bytes held in memory by shared blob streams (bounded by about window + 512 KiB each)",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(blob_stream_buffered_bytes.clone()))
-            .expect("unique metric");
+        );
         Self {
             registry,
             requests,

@@ -283,14 +283,10 @@ fn assert_corruption_never_delivered(
     offset: usize,
 ) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let proxy = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new()
         .fallback(corrupting_proxy)
         .with_state((ipfs.api_url.clone(), offset));
-    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let proxy = serve_on_loopback(&runtime, app);
 
     let agent = Agent::start(&agent_bin(), &proxy, None, &[]).unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
@@ -345,62 +341,15 @@ fn a_large_blob_corrupted_at_its_end_is_never_delivered_complete() {
     assert_corruption_never_delivered(&ipfs, &cid, &layer, size, size as usize - 10);
 }
 
-/// A proxy in front of the IPFS API that breaks the first blob stream (a `cat` without `length`:
-/// the agent reads manifests with one) after `cut` bytes, and records the query of every such
-/// stream.
-#[derive(Clone)]
-struct Cutting {
-    upstream: String,
-    cut: usize,
-    cats: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-async fn cutting_proxy(State(proxy): State<Cutting>, request: Request) -> Response {
-    let url = format!("{}{}", proxy.upstream, request.uri());
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let first_cat = request.uri().path().ends_with("/cat") && !query.contains("length=") && {
-        let mut cats = proxy.cats.lock().unwrap();
-        cats.push(query);
-        cats.len() == 1
-    };
-    let answer = reqwest::Client::new().post(url).send().await.unwrap();
-    let status = answer.status();
-    let mut left = if first_cat { proxy.cut } else { usize::MAX };
-    let stream = answer.bytes_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        if left == 0 {
-            return Err(std::io::Error::other("cut"));
-        }
-        let keep = chunk.slice(..chunk.len().min(left));
-        left -= keep.len();
-        Ok(keep)
-    });
-    Response::builder()
-        .status(status.as_u16())
-        .body(Body::from_stream(stream))
-        .unwrap()
-}
-
 /// The daemon's answer breaks part-way through a blob: the agent reopens `cat` from the byte it
 /// had reached, and the client gets the whole blob, verified, in one response.
 #[test]
 fn a_broken_ipfs_stream_resumes_from_where_it_stopped() {
-    let (ipfs, cid, layer, _, size) = converted_big_image(8 * 1024 * 1024);
+    let (ipfs, cid, layer, layer_cid, size) = converted_big_image(8 * 1024 * 1024);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
     let cut = 3_000_000;
-    let proxy = Cutting {
-        upstream: ipfs.api_url.clone(),
-        cut,
-        cats: Default::default(),
-    };
-    let app = axum::Router::new()
-        .fallback(cutting_proxy)
-        .with_state(proxy.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid, Some(cut));
+    proxy.gate.send_replace(true);
 
     let agent = Agent::start(&agent_bin(), &proxy_url, None, &[]).unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
@@ -415,12 +364,7 @@ fn a_broken_ipfs_stream_resumes_from_where_it_stopped() {
     let cats = proxy.cats.lock().unwrap().clone();
     assert_eq!(cats.len(), 2, "one cat, then one resume: {cats:?}");
     assert!(!cats[0].contains("offset="), "{cats:?}");
-    let offset: u64 = cats[1]
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("offset="))
-        .expect("the resume starts at an offset")
-        .parse()
-        .unwrap();
+    let offset = cat_offset(&cats[1]).expect("the resume starts at an offset");
     assert!(
         offset > 0 && offset <= cut as u64,
         "resumed at {offset}, the first stream stopped after at most {cut} bytes"
@@ -493,6 +437,8 @@ struct CatProxy {
     /// The query strings of the `cat`s of `cid`.
     cats: std::sync::Mutex<Vec<String>>,
     gate: tokio::sync::watch::Sender<bool>,
+    /// Break the first `cat` of `cid` after this many bytes.
+    cut: Option<usize>,
 }
 
 async fn counting_proxy(
@@ -504,39 +450,74 @@ async fn counting_proxy(
     let args: Vec<(String, String)> = serde_urlencoded::from_str(&query).unwrap();
     let is_our_cat = request.uri().path().ends_with("/cat")
         && args.iter().any(|(k, v)| k == "arg" && *v == proxy.cid);
+    let mut left = usize::MAX;
     if is_our_cat {
-        proxy.cats.lock().unwrap().push(query);
+        let first = {
+            let mut cats = proxy.cats.lock().unwrap();
+            cats.push(query);
+            cats.len() == 1
+        };
+        if first && let Some(cut) = proxy.cut {
+            left = cut;
+        }
         let mut gate = proxy.gate.subscribe();
         gate.wait_for(|open| *open).await.unwrap();
     }
     let answer = reqwest::Client::new().post(url).send().await.unwrap();
     let status = answer.status();
+    let stream = answer.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if left == 0 {
+            return Err(std::io::Error::other("cut"));
+        }
+        let keep = chunk.slice(..chunk.len().min(left));
+        left -= keep.len();
+        Ok(keep)
+    });
     Response::builder()
         .status(status.as_u16())
-        .body(Body::from_stream(answer.bytes_stream()))
+        .body(Body::from_stream(stream))
         .unwrap()
 }
 
+/// A counting proxy for the `cat`s of `cid`, closed until its gate opens; with `cut`, the first
+/// of them breaks after that many bytes.
 fn start_cat_proxy(
     runtime: &tokio::runtime::Runtime,
     upstream: &str,
     cid: &str,
+    cut: Option<usize>,
 ) -> (String, std::sync::Arc<CatProxy>) {
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
     let proxy = std::sync::Arc::new(CatProxy {
         upstream: upstream.to_owned(),
         cid: cid.to_owned(),
         cats: std::sync::Mutex::new(Vec::new()),
         gate: tokio::sync::watch::channel(false).0,
+        cut,
     });
     let app = axum::Router::new()
         .fallback(counting_proxy)
         .with_state(proxy.clone());
+    (serve_on_loopback(runtime, app), proxy)
+}
+
+/// Serve `app` on a free loopback port; its `http://` address.
+fn serve_on_loopback(runtime: &tokio::runtime::Runtime, app: axum::Router) -> String {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, proxy)
+    addr
+}
+
+/// The `offset` argument of a recorded `cat` query, if any.
+fn cat_offset(query: &str) -> Option<u64> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "offset")
+        .map(|(_, v)| v.parse().unwrap())
 }
 
 /// Wait (polling the agent's metrics) until `count` GETs have joined a shared blob stream.
@@ -566,7 +547,7 @@ fn concurrent_gets_of_a_blob_share_one_ipfs_cat() {
     const CLIENTS: usize = 8;
     let (ipfs, cid, layer, layer_cid, size) = converted_big_image(20 * 1024 * 1024);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid);
+    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid, None);
     // A window larger than the blob: no client can be detached, so exactly one `cat` is the only
     // correct count (detaching is the next test's subject).
     let agent = Agent::start(
@@ -643,7 +624,7 @@ fn concurrent_gets_of_a_blob_share_one_ipfs_cat() {
 fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
     let (ipfs, cid, layer, layer_cid, size) = converted_big_image(20 * 1024 * 1024);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid);
+    let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid, None);
     let window = 1024 * 1024;
     let agent = Agent::start(
         &agent_bin(),
@@ -699,12 +680,7 @@ fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
     let cats = proxy.cats.lock().unwrap().clone();
     assert_eq!(cats.len(), 2, "{cats:?}");
     assert!(!cats[0].contains("offset"), "{cats:?}");
-    let offset: u64 = serde_urlencoded::from_str::<Vec<(String, String)>>(&cats[1])
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == "offset")
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("the second cat starts at an offset");
+    let offset = cat_offset(&cats[1]).expect("the second cat starts at an offset");
     eprintln!("the stalled client was detached at byte {offset} of {size}");
     assert!(offset > 0 && offset < size - window, "offset {offset}");
     assert_eq!(

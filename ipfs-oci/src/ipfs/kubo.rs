@@ -69,15 +69,13 @@ impl KuboClient {
     /// `api_url` is the daemon's RPC address, e.g. `http://127.0.0.1:5001`.
     pub fn new(api_url: &str, options: KuboOptions) -> Result<Self, reqwest::Error> {
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .read_timeout(options.idle_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        let streams = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .pool_idle_timeout(Duration::from_secs(30))
+        };
+        let http = builder().read_timeout(options.idle_timeout).build()?;
+        let streams = builder().build()?;
         Ok(Self {
             http,
             streams,
@@ -91,9 +89,16 @@ impl KuboClient {
     }
 
     fn request(&self, endpoint: &'static str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}/{}", self.base, endpoint))
-            .query(query)
+        Self::post(&self.http, &self.base, endpoint, query)
+    }
+
+    fn post(
+        client: &reqwest::Client,
+        base: &str,
+        endpoint: &str,
+        query: &[(&str, String)],
+    ) -> reqwest::RequestBuilder {
+        client.post(format!("{base}/{endpoint}")).query(query)
     }
 
     /// Send a request and turn transport failures and non-2xx answers into `IpfsError`.
@@ -336,10 +341,7 @@ impl IpfsStore for KuboClient {
         if let Some(length) = range.length {
             query.push(("length", length.to_string()));
         }
-        let request = self
-            .streams
-            .post(format!("{}/{}", self.base, ENDPOINT))
-            .query(&query);
+        let request = Self::post(&self.streams, &self.base, ENDPOINT, &query);
         let response = self
             .send(ENDPOINT, request, self.options.first_byte_timeout)
             .await?;

@@ -583,6 +583,16 @@ mod tests {
         (cid, Digest::of(b"x"))
     }
 
+    /// Let other tasks run (up to 100 turns) until `done` holds; the caller asserts it after.
+    async fn yield_until(done: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     async fn read_all(mut s: ByteStream) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(chunk) = s.next().await {
@@ -700,12 +710,7 @@ mod tests {
         // The early client goes away mid-blob: its `cat` is dropped.
         drop(early);
         // Aborting a task takes effect when the runtime next polls it: give it the chance.
-        for _ in 0..100 {
-            if src.live.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        yield_until(|| src.live.load(Ordering::SeqCst) == 0).await;
         assert_eq!(src.live.load(Ordering::SeqCst), 0, "the cat was dropped");
         assert_eq!(streams.in_flight(), 0);
         assert_eq!(
@@ -727,12 +732,7 @@ mod tests {
         client.next().await.unwrap().unwrap();
         assert!(metrics.blob_stream_buffered_bytes.get() > 0);
         drop(client);
-        for _ in 0..100 {
-            if metrics.blob_stream_buffered_bytes.get() == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        yield_until(|| metrics.blob_stream_buffered_bytes.get() == 0).await;
         assert_eq!(metrics.blob_stream_buffered_bytes.get(), 0);
     }
 

@@ -152,6 +152,11 @@ mod tests {
         )
     }
 
+    const WHOLE: ByteRange = ByteRange {
+        offset: 0,
+        length: None,
+    };
+
     fn data() -> Bytes {
         Bytes::from((0..20_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>())
     }
@@ -160,11 +165,7 @@ mod tests {
     async fn a_broken_stream_resumes_from_the_byte_reached() {
         let (open, opened) = source(data(), 7000, 2);
         let (on_resume, resumes) = counter();
-        let whole = ByteRange {
-            offset: 0,
-            length: None,
-        };
-        let (out, err) = read(open_resuming(open, whole, on_resume).await.unwrap()).await;
+        let (out, err) = read(open_resuming(open, WHOLE, on_resume).await.unwrap()).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(out, data());
         assert_eq!(resumes.load(Ordering::SeqCst), 2);
@@ -197,11 +198,7 @@ mod tests {
     async fn it_gives_up_after_the_limit() {
         let (open, opened) = source(data(), 2000, 100);
         let (on_resume, resumes) = counter();
-        let whole = ByteRange {
-            offset: 0,
-            length: None,
-        };
-        let (out, err) = read(open_resuming(open, whole, on_resume).await.unwrap()).await;
+        let (out, err) = read(open_resuming(open, WHOLE, on_resume).await.unwrap()).await;
         assert_eq!(
             err.expect("fails in the end").kind(),
             io::ErrorKind::ConnectionReset
