@@ -1,6 +1,6 @@
 # Shared by the bench scripts (sourced after `cd` to the repository root): where the release
-# binaries are, a work directory removed on exit, and a Debian registry and an IPFS daemon on free
-# loopback ports, configured as in the tests (no bootstrap, no MDNS, no routing).
+# binaries are, a work directory removed on exit, and a Debian registry and Kubo on free loopback
+# ports, configured as in the tests and the chart (no bootstrap, no MDNS, no routing, GC on).
 # REL="${CARGO_TARGET_DIR:-target}/release"; `bench_start NAME` sets W, REG, API and KIND.
 REL="${CARGO_TARGET_DIR:-target}/release"
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
@@ -16,22 +16,16 @@ bench_start() {
   mkdir -p "$W/reg"
   printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg" "$REG" > "$W/reg.yml"
   docker-registry serve "$W/reg.yml" >"$W/reg.log" 2>&1 & pids+=($!)
-  # IPFS: Kubo from PATH, else js-ipfs
-  local api_port swarm_port ipfs
+  # IPFS: the Kubo e2e/deps.sh built, configured by the chart's own kubo-init script
+  local api_port swarm_port
   api_port=$(port); swarm_port=$(port)
-  if command -v ipfs >/dev/null; then ipfs=(ipfs); KIND=kubo; else ipfs=("$PWD/e2e/.deps/jsipfs/node_modules/.bin/jsipfs"); KIND=js-ipfs; fi
-  export IPFS_PATH=$W/ipfs NODE_ENV=test
-  "${ipfs[@]}" init --profile test >/dev/null 2>&1 || "${ipfs[@]}" init --profile test --emptyRepo >/dev/null
-  python3 - "$IPFS_PATH/config" "$api_port" "$swarm_port" <<'PY'
-import json, sys
-p, api, sw = sys.argv[1:]
-c = json.load(open(p))
-c["Addresses"].update(API=f"/ip4/127.0.0.1/tcp/{api}", Gateway=[], Swarm=[f"/ip4/127.0.0.1/tcp/{sw}"], Announce=[], NoAnnounce=[])
-c["Addresses"].pop("RPC", None); c["Addresses"]["Delegates"] = []
-c["Bootstrap"] = []; c["Discovery"] = {"MDNS": {"Enabled": False}}; c["Routing"] = {"Type": "none"}; c["AutoConf"] = {"Enabled": False}
-json.dump(c, open(p, "w"), indent=1)
-PY
-  "${ipfs[@]}" daemon $([ $KIND = js-ipfs ] && echo --enable-preload=false) >"$W/ipfs.log" 2>&1 & pids+=($!)
+  [ -x e2e/.deps/bin/ipfs ] || { echo "bench: no Kubo; run bash e2e/deps.sh first" >&2; exit 1; }
+  export PATH="$PWD/e2e/.deps/bin:$PATH" IPFS_PATH=$W/ipfs IPFS_TELEMETRY=off
+  KIND="kubo $(ipfs version -n)"
+  KUBO_API_PORT=$api_port KUBO_SWARM_ADDRESSES="[\"/ip4/127.0.0.1/tcp/$swarm_port\"]" KUBO_STORAGE_MAX=100GB \
+    KUBO_ROUTING_TYPE=none sh charts/ipfs-image/files/configure-kubo.sh >"$W/kubo-init.log" 2>&1
+  echo "bench: $KIND" >&2
+  ipfs daemon --migrate=true --enable-gc --agent-version-suffix=ipfs-image >"$W/ipfs.log" 2>&1 & pids+=($!)
   API=http://127.0.0.1:$api_port
   for _ in $(seq 200); do curl -sf -X POST "$API/api/v0/id" >/dev/null && curl -sf "http://$REG/v2/" >/dev/null && break; sleep 0.2; done
   curl -sf -X POST "$API/api/v0/id" >/dev/null

@@ -217,12 +217,26 @@ def checks_for(label, objs, text):
     problems = []
     cm = next((o for o in objs if o.get("kind") == "ConfigMap" and o["metadata"]["name"].endswith("-kubo-init")), None)
     script = (cm or {}).get("data", {}).get("configure-kubo.sh", "")
-    if "ipfs config Addresses.API" in script or "cfg Addresses.API" in script:
-        m = re.search(r"(?:ipfs config|cfg) Addresses\.API (\S+)", script)
-        if not m or m.group(1) != "/ip4/127.0.0.1/tcp/5001":
-            problems.append(f"Addresses.API set to {m.group(1) if m else None}")
-    else:
+    # The script takes the port from KUBO_API_PORT (default 5001; the tests run daemons side by
+    # side); the address is loopback whatever the environment says.
+    m_api = re.search(r'^api="?([^"\n]+)"?$', script, re.M)
+    m_set = re.search(r"(?:ipfs config|cfg) Addresses\.API (\S+)", script)
+    if not m_set:
         problems.append("kubo-init script does not set Addresses.API")
+    else:
+        value = m_set.group(1)
+        if value == '"$api"' and m_api:
+            value = m_api.group(1)
+        if value not in ("/ip4/127.0.0.1/tcp/5001", "/ip4/127.0.0.1/tcp/$KUBO_API_PORT"):
+            problems.append(f"Addresses.API set to {value}")
+        if '${KUBO_API_PORT:=5001}' not in script and "KUBO_API_PORT" in value:
+            problems.append("KUBO_API_PORT has no default of 5001")
+    for o in objs:
+        if o.get("kind") in ("Deployment", "DaemonSet"):
+            for c in pod_spec(o).get("initContainers", []) + pod_spec(o).get("containers", []):
+                for e in c.get("env", []):
+                    if e.get("name") == "KUBO_API_PORT" and e.get("value") != "5001":
+                        problems.append(f"{o['kind']} {c['name']} moves Kubo's API to port {e.get('value')}")
     for needle in ("Discovery.MDNS.Enabled false", "AutoConf.Enabled false", 'Bootstrap "$KUBO_BOOTSTRAP"',
                    'Routing.Type "$KUBO_ROUTING_TYPE"', 'Datastore.StorageMax "$KUBO_STORAGE_MAX"',
                    "Addresses.Gateway '[]'", "swarm.key"):

@@ -23,6 +23,7 @@ use crate::format::{
     media_type,
 };
 use crate::ipfs::{IpfsError, IpfsStore};
+use crate::layout::Staging;
 use crate::source::{RawManifest, Reference, SourceError, SourceRegistry};
 
 /// UnixFS chunk size of the format: blobs up to this size are one raw block.
@@ -35,6 +36,11 @@ pub struct ConvertOptions {
     /// Convert gzip layers to eStargz (lazy pulling); the configs' `rootfs.diff_ids` follow.
     /// Layers that already are eStargz, encrypted layers and other compressions are kept.
     pub estargz: bool,
+    /// The staging area that holds the import's blobs until the layout is pinned (see
+    /// [`crate::layout`]). With a key, an import that stopped half-way resumes from what it
+    /// holds and a failed one keeps it for the next attempt; without one, a fresh area is used
+    /// and removed when the import fails.
+    pub staging_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,86 +100,108 @@ pub async fn convert<S: IpfsStore>(
     reference: &Reference,
     options: &ConvertOptions,
 ) -> Result<ConvertedImage, ConvertError> {
-    let mut job = Job {
+    // The registry's answer first: a bad reference or a registry error is reported as such,
+    // whatever state the IPFS daemon is in.
+    let top = source.fetch_manifest(reference).await?;
+    let key = match &options.staging_key {
+        Some(key) => key.clone(),
+        None => Staging::<S>::fresh_key(),
+    };
+    let job = Job {
         ipfs,
         source,
         reference,
         options,
+        staging: Staging::open(ipfs, &key).await?,
         blobs: BTreeMap::new(),
         estargz: BTreeMap::new(),
         platforms: Vec::new(),
         manifests_seen: 0,
     };
-    let top = source.fetch_manifest(reference).await?;
-    tracing::info!(reference = %reference.whole(), digest = %top.digest, media_type = %top.media_type, "resolved source");
-    let top_cid = job.store_small(&top.bytes, top.digest).await?;
-
-    let mut index = if media_type::is_index(&top.media_type) {
-        job.convert_index(&top, 1).await?
-    } else if media_type::is_manifest(&top.media_type) {
-        let entry = job.convert_child(&top, top_cid, &Map::new(), 1).await?;
-        json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [entry]})
-    } else {
-        return Err(ConvertError::Invalid(format!(
-            "unsupported media type {}",
-            top.media_type
-        )));
-    };
-    let annotations = index
-        .as_object_mut()
-        .expect("index is an object")
-        .entry("annotations")
-        .or_insert_with(|| json!({}));
-    if let Some(a) = annotations.as_object_mut() {
-        a.insert(
-            annotation::SOURCE_DIGEST.into(),
-            top.digest.to_string().into(),
-        );
-        a.insert(annotation::SOURCE_CID.into(), to_base32(&top_cid).into());
-        a.insert(
-            annotation::SOURCE_MEDIA_TYPE.into(),
-            top.media_type.clone().into(),
-        );
-        a.insert(
-            annotation::SOURCE_SIZE.into(),
-            top.bytes.len().to_string().into(),
-        );
+    let result = job.run(top).await;
+    if result.is_err() && options.staging_key.is_none() {
+        // Nobody resumes a one-shot import: let its blobs go.
+        if let Err(e) = crate::layout::discard_staging(ipfs, &key).await {
+            tracing::warn!(error = %e, "could not remove the staging area of a failed import");
+        }
     }
+    result
+}
 
-    let index_bytes = Bytes::from(serde_json::to_vec(&index).expect("JSON values serialize"));
-    let index_digest = Digest::of(&index_bytes);
-    let index_cid = job.store_small(&index_bytes, index_digest).await?;
-    let root = RootDescriptor {
-        media_type: media_type::OCI_INDEX.into(),
-        digest: index_digest,
-        size: index_bytes.len() as u64,
-        urls: vec![ipfs_url(&index_cid)],
-    };
-    let root_bytes = Bytes::from(serde_json::to_vec(&root).expect("descriptor serializes"));
-    let root_cid = job
-        .store_small(&root_bytes, Digest::of(&root_bytes))
-        .await?;
+impl<S: IpfsStore> Job<'_, S> {
+    async fn run(mut self, top: RawManifest) -> Result<ConvertedImage, ConvertError> {
+        let reference = self.reference;
+        let job = &mut self;
+        tracing::info!(reference = %reference.whole(), digest = %top.digest, media_type = %top.media_type, "resolved source");
+        let top_cid = job.store_small(&top.bytes, top.digest).await?;
 
-    let layout_cid = job.build_layout(&root).await?;
-    ipfs.pin_add(&layout_cid).await?;
-    tracing::info!(root = %to_base32(&root_cid), layout = %to_base32(&layout_cid), "pinned image layout");
+        let mut index = if media_type::is_index(&top.media_type) {
+            job.convert_index(&top, 1).await?
+        } else if media_type::is_manifest(&top.media_type) {
+            let entry = job.convert_child(&top, top_cid, &Map::new(), 1).await?;
+            json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": [entry]})
+        } else {
+            return Err(ConvertError::Invalid(format!(
+                "unsupported media type {}",
+                top.media_type
+            )));
+        };
+        let annotations = index
+            .as_object_mut()
+            .expect("index is an object")
+            .entry("annotations")
+            .or_insert_with(|| json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(
+                annotation::SOURCE_DIGEST.into(),
+                top.digest.to_string().into(),
+            );
+            a.insert(annotation::SOURCE_CID.into(), to_base32(&top_cid).into());
+            a.insert(
+                annotation::SOURCE_MEDIA_TYPE.into(),
+                top.media_type.clone().into(),
+            );
+            a.insert(
+                annotation::SOURCE_SIZE.into(),
+                top.bytes.len().to_string().into(),
+            );
+        }
 
-    let total_size = job.blobs.values().map(|b| b.1).sum();
-    let mut platforms = job.platforms;
-    platforms.sort();
-    platforms.dedup();
-    Ok(ConvertedImage {
-        root_cid,
-        layout_cid,
-        index_digest,
-        index_cid,
-        source_digest: top.digest,
-        source_media_type: top.media_type,
-        platforms,
-        total_size,
-        blob_count: job.blobs.len(),
-        estargz_layers: job.estargz.values().filter(|c| c.is_some()).count(),
-    })
+        let index_bytes = Bytes::from(serde_json::to_vec(&index).expect("JSON values serialize"));
+        let index_digest = Digest::of(&index_bytes);
+        let index_cid = job.store_small(&index_bytes, index_digest).await?;
+        let root = RootDescriptor {
+            media_type: media_type::OCI_INDEX.into(),
+            digest: index_digest,
+            size: index_bytes.len() as u64,
+            urls: vec![ipfs_url(&index_cid)],
+        };
+        let root_bytes = Bytes::from(serde_json::to_vec(&root).expect("descriptor serializes"));
+        let root_cid = job
+            .store_small(&root_bytes, Digest::of(&root_bytes))
+            .await?;
+
+        let blobs: Vec<(Digest, Cid)> = job.blobs.iter().map(|(d, (c, _))| (*d, *c)).collect();
+        let layout_cid = self.staging.commit_layout(&root, blobs).await?;
+        tracing::info!(root = %to_base32(&root_cid), layout = %to_base32(&layout_cid), "pinned image layout");
+
+        let total_size = self.blobs.values().map(|b| b.1).sum();
+        let mut platforms = self.platforms;
+        platforms.sort();
+        platforms.dedup();
+        Ok(ConvertedImage {
+            root_cid,
+            layout_cid,
+            index_digest,
+            index_cid,
+            source_digest: top.digest,
+            source_media_type: top.media_type,
+            platforms,
+            total_size,
+            blob_count: self.blobs.len(),
+            estargz_layers: self.estargz.values().filter(|c| c.is_some()).count(),
+        })
+    }
 }
 
 struct Job<'a, S> {
@@ -181,6 +209,8 @@ struct Job<'a, S> {
     source: &'a SourceRegistry,
     reference: &'a Reference,
     options: &'a ConvertOptions,
+    /// Holds every blob added so far, safe from GC, until the layout is pinned.
+    staging: Staging<'a, S>,
     /// Every blob of the layout: digest → (CID, size). Also the de-duplication table.
     blobs: BTreeMap<Digest, (Cid, u64)>,
     /// Source gzip layer digest → its eStargz version (`None`: kept as it is).
@@ -217,7 +247,14 @@ impl<S: IpfsStore> Job<'_, S> {
             return Ok(*cid);
         }
         verify_bytes(bytes, digest, None).map_err(|e| ConvertError::Invalid(e.to_string()))?;
-        let added = self.ipfs.add_bytes(bytes.clone()).await?;
+        let data = bytes.clone();
+        let added = self
+            .staging
+            .add(
+                &digest.hex(),
+                Box::pin(futures::stream::once(async { Ok(data) })),
+            )
+            .await?;
         self.check_cid(digest, bytes.len() as u64, &added.cid)?;
         self.blobs.insert(digest, (added.cid, bytes.len() as u64));
         Ok(added.cid)
@@ -244,12 +281,21 @@ impl<S: IpfsStore> Job<'_, S> {
         if let Some((cid, _)) = self.blobs.get(&digest) {
             return Ok(*cid);
         }
+        // An earlier attempt of this import finished this blob: nothing to fetch again.
+        if let Some((cid, held)) = self.staging.held(&digest.hex()).await?
+            && held == size
+        {
+            self.check_cid(digest, size, &cid)?;
+            tracing::info!(%digest, size, cid = %to_base32(&cid), "blob already held by an earlier attempt");
+            self.blobs.insert(digest, (cid, size));
+            return Ok(cid);
+        }
         let stream = self
             .source
             .blob_stream(self.reference, digest, size)
             .await?;
         let started = std::time::Instant::now();
-        let added = self.ipfs.add(stream).await?;
+        let added = self.staging.add(&digest.hex(), stream).await?;
         self.check_cid(digest, size, &added.cid)?;
         tracing::info!(%digest, size, cid = %to_base32(&added.cid), elapsed_ms = started.elapsed().as_millis() as u64, "stored blob");
         self.blobs.insert(digest, (added.cid, size));
@@ -499,7 +545,11 @@ impl<S: IpfsStore> Job<'_, S> {
             .await?;
         let started = std::time::Instant::now();
         let (out, task) = convert_stream(stream, EstargzOptions::default());
-        let added = self.ipfs.add(out).await;
+        // Its digest is known only at the end, so it is held under its source's name.
+        let added = self
+            .staging
+            .add(&format!("estargz-{}", digest.hex()), out)
+            .await;
         let converted = task
             .await
             .map_err(|e| ConvertError::Invalid(format!("eStargz conversion of {digest}: {e}")))?;
@@ -604,34 +654,5 @@ impl<S: IpfsStore> Job<'_, S> {
         let bytes = self.ipfs.cat_to_vec(&cid, MAX_MANIFEST_BYTES).await.ok()?;
         verify_bytes(&bytes, digest, Some(size)).ok()?;
         Platform::from_json(&serde_json::from_slice(&bytes).ok()?)
-    }
-
-    /// The OCI image layout directory: `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
-    async fn build_layout(&mut self, root: &RootDescriptor) -> Result<Cid, ConvertError> {
-        let layout_marker = Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#);
-        let layout_index = json!({
-            "schemaVersion": 2,
-            "mediaType": media_type::OCI_INDEX,
-            "manifests": [{
-                "mediaType": root.media_type,
-                "digest": root.digest.to_string(),
-                "size": root.size,
-                "annotations": {annotation::REF_NAME: "latest"},
-            }],
-        });
-        let layout_index =
-            Bytes::from(serde_json::to_vec(&layout_index).expect("JSON values serialize"));
-        let marker_cid = self.ipfs.add_bytes(layout_marker).await?.cid;
-        let index_cid = self.ipfs.add_bytes(layout_index).await?.cid;
-        let mut entries = vec![
-            ("oci-layout".to_owned(), marker_cid),
-            ("index.json".to_owned(), index_cid),
-        ];
-        entries.extend(
-            self.blobs
-                .iter()
-                .map(|(d, (cid, _))| (format!("blobs/sha256/{}", d.hex()), *cid)),
-        );
-        Ok(self.ipfs.make_directory(&entries).await?)
     }
 }

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod estargz;
 pub mod format;
 pub mod ipfs;
+pub mod layout;
 pub mod resolve;
 pub mod source;
 pub mod verified_stream;

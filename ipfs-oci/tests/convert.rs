@@ -233,6 +233,7 @@ fn platform_selection_narrows_an_index() {
         let arm = ConvertOptions {
             platforms: vec!["linux/arm64".parse().unwrap()],
             estargz: false,
+            ..Default::default()
         };
         let image = convert(&ipfs, &src, &r, &arm).await.unwrap();
         assert_eq!(image.platforms, vec!["linux/arm64".parse().unwrap()]);
@@ -247,6 +248,7 @@ fn platform_selection_narrows_an_index() {
         let none = ConvertOptions {
             platforms: vec!["linux/s390x".parse().unwrap()],
             estargz: false,
+            ..Default::default()
         };
         let err = convert(&ipfs, &src, &r, &none).await.unwrap_err();
         assert!(

@@ -38,6 +38,8 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
     let options = ConvertOptions {
         platforms,
         estargz: args.estargz,
+        // One-shot: a fresh staging area, removed if the conversion fails.
+        staging_key: None,
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
     tracing::info!(

@@ -62,7 +62,7 @@ fn kubo(api: &str) -> KuboClient {
     KuboClient::new(api, KuboOptions::default()).unwrap()
 }
 
-/// A JSON number or a numeric string (js-ipfs sends strings, Kubo numbers).
+/// A JSON number or a numeric string (counters come as either, by endpoint).
 fn num(v: &Value) -> u64 {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -159,9 +159,8 @@ impl Node {
         last
     }
 
-    /// A reading no pending update will change. js-ipfs applies bitswap counters in batches up
-    /// to 1 s after the transfer (Kubo at once), so a reading counts as settled when it is
-    /// unchanged across more than that window. Needed only for "nothing was received".
+    /// A reading no pending update will change: unchanged across 1.5 s (a transfer still under
+    /// way moves it sooner). Needed only for "nothing was received".
     fn bitswap_settled(&self) -> Bitswap {
         let deadline = Instant::now() + STEP;
         let mut last = self.bitswap();
@@ -542,7 +541,7 @@ fn images_flow_between_nodes_over_the_swarm() {
             .expect("repo/gc on B")
     });
     b.remove_image(&cid);
-    let (kind, repo, listen) = (b.ipfs.kind, b.ipfs.repo.clone(), b.ipfs.net());
+    let (repo, listen) = (b.ipfs.repo.clone(), b.ipfs.net());
     let _repo_dir = b.ipfs.keep_repo();
     b.ipfs.kill();
     b_cluster.forget();
@@ -552,13 +551,12 @@ fn images_flow_between_nodes_over_the_swarm() {
         ..listen
     };
     b.ipfs = nb
-        .enter(|| IpfsDaemon::start_in_with(kind, &repo, listen))
+        .enter(|| IpfsDaemon::start_in_with(&repo, listen))
         .unwrap();
     b_cluster.published();
     // B is connected to C again with no dial from the test, by B's agent: it reports a peer
-    // only when its own dial connected it, and the daemons never dial by themselves (testkit
-    // sets Swarm.ConnMgr.LowWater to 0, so js-ipfs does not redial its peer store, and C's
-    // agent only knows B's old swarm port).
+    // only when its own dial connected it, and the daemons never dial by themselves (no
+    // bootstrap, no routing, no MDNS, and C's agent only knows B's old swarm port).
     b_cluster.peered(&c.ipfs);
     assert!(swarm_peer_ids(&b).contains(&c.ipfs.peer_id));
     let (served_before, c_sent_before) = (b.blob_bytes(), c.bitswap_settled().data_sent);

@@ -52,6 +52,42 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Tag `to_tag` in `layout`: `from_tag` plus one layer per entry of `sizes`, each a file of
+/// that many bytes of noise (so the layers are as large as the files, gzip or not).
+pub fn add_noise_layers(
+    layout: &Path,
+    from_tag: &str,
+    to_tag: &str,
+    sizes: &[usize],
+    seed: u64,
+) -> Result<()> {
+    let work = tempfile::Builder::new()
+        .prefix("testkit-layers-")
+        .tempdir()?;
+    let bundle = work.path().join("bundle");
+    let image = |tag: &str| format!("{}:{tag}", layout.display());
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image(from_tag)])
+        .arg(&bundle))?;
+    for (i, size) in sizes.iter().enumerate() {
+        std::fs::write(
+            bundle.join(format!("rootfs/noise-{i}.bin")),
+            noise(*size, seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9)),
+        )?;
+        run(Command::new("umoci")
+            .args(["repack", "--image", &image(to_tag)])
+            .arg(&bundle))?;
+        // The next layer builds on this one.
+        if i + 1 < sizes.len() {
+            std::fs::remove_dir_all(&bundle)?;
+            run(Command::new("umoci")
+                .args(["unpack", "--image", &image(to_tag)])
+                .arg(&bundle))?;
+        }
+    }
+    Ok(())
+}
+
 /// Build the test layout under `dir/oci` and return its path.
 pub fn build_busybox_layout(dir: &Path) -> Result<PathBuf> {
     let layout = dir.join("oci");

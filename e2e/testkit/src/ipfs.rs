@@ -1,56 +1,58 @@
-//! An IPFS daemon speaking the Kubo RPC API: Kubo (`ipfs` on PATH) when present, else js-ipfs
-//! installed by `e2e/deps.sh`. Both are configured the same way: API on 127.0.0.1, swarm on
-//! 127.0.0.1 (or a given address: a node's veth in a multi-node test), empty Bootstrap, MDNS off, no routing, no autoconf — nothing dials the internet.
+//! Kubo, the IPFS daemon the chart ships, built by `e2e/deps.sh` from its Go module at the
+//! chart's version (`e2e/.deps/bin/ipfs`). Every test daemon is configured by the chart's own
+//! `kubo-init` script (`charts/ipfs-image/files/configure-kubo.sh`): API on 127.0.0.1, swarm
+//! on 127.0.0.1 (or a node's veth address in a multi-node test), empty Bootstrap, MDNS off, no
+//! routing, no AutoConf, and it runs with the chart's daemon flags, GC enabled.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 use crate::process::{Daemon, free_port, wait_until};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpfsKind {
-    Kubo,
-    JsIpfs,
-}
+/// The chart's Kubo daemon flags (`ipfs-image.kuboContainer` in `_helpers.tpl`).
+pub const KUBO_DAEMON_ARGS: &[&str] = &[
+    "daemon",
+    "--migrate=true",
+    "--enable-gc",
+    "--agent-version-suffix=ipfs-image",
+];
 
-fn jsipfs_dir() -> PathBuf {
-    std::env::var_os("JSIPFS_DIR")
+/// The `ipfs` binary: `$IPFS_BIN`, else the one `e2e/deps.sh` built. Panics when there is none:
+/// a test that needs IPFS fails, it does not pass vacuously.
+pub fn kubo_binary() -> PathBuf {
+    let path = std::env::var_os("IPFS_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join("e2e/.deps/jsipfs"))
-}
-
-fn jsipfs_bin() -> PathBuf {
-    jsipfs_dir().join("node_modules/.bin/jsipfs")
-}
-
-fn kubo_on_path() -> bool {
-    Command::new("ipfs")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Every daemon kind installed here; the conformance suite runs against each. Panics when there
-/// is none: a test that needs IPFS must fail, not pass vacuously.
-pub fn available_ipfs_kinds() -> Vec<IpfsKind> {
-    let mut kinds = Vec::new();
-    if kubo_on_path() {
-        kinds.push(IpfsKind::Kubo);
-    }
-    if jsipfs_bin().exists() {
-        kinds.push(IpfsKind::JsIpfs);
-    }
+        .unwrap_or_else(|| crate::workspace_root().join("e2e/.deps/bin/ipfs"));
     assert!(
-        !kinds.is_empty(),
-        "no IPFS daemon: install Kubo (`ipfs`) or run `bash e2e/deps.sh` for js-ipfs"
+        path.exists(),
+        "no Kubo at {}: run `bash e2e/deps.sh` (it builds Kubo from e2e/tools/kubo)",
+        path.display()
     );
-    kinds
+    path
+}
+
+/// `ipfs version` of [`kubo_binary`], asked once per test process.
+pub fn kubo_version() -> &'static str {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    VERSION.get_or_init(|| {
+        let out = Command::new(kubo_binary())
+            .arg("version")
+            .output()
+            .expect("run ipfs version");
+        assert!(out.status.success(), "ipfs version failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+/// The chart's repo configuration script, run on every test repo as the kubo-init container runs it.
+fn configure_script() -> PathBuf {
+    crate::workspace_root().join("charts/ipfs-image/files/configure-kubo.sh")
 }
 
 /// Where a daemon listens. The API is always on 127.0.0.1 (of the namespace it runs in); the
@@ -61,8 +63,8 @@ pub struct IpfsNet {
     pub swarm_ip: Ipv4Addr,
     pub api_port: Option<u16>,
     pub swarm_port: Option<u16>,
-    /// A private network: the pre-shared key written as `swarm.key` in the repo (Kubo reads it
-    /// itself; js-ipfs runs through `e2e/js-ipfs/pnet-daemon.mjs`). Kept on restarts.
+    /// A private network: the pre-shared key installed as `swarm.key` in the repo, as the chart
+    /// does; the daemon then runs under `LIBP2P_FORCE_PNET`. Kept on restarts.
     pub swarm_key: Option<[u8; 32]>,
 }
 
@@ -95,7 +97,6 @@ impl IpfsNet {
 }
 
 pub struct IpfsDaemon {
-    pub kind: IpfsKind,
     /// `http://127.0.0.1:<port>`
     pub api_url: String,
     pub api_port: u16,
@@ -109,27 +110,18 @@ pub struct IpfsDaemon {
 }
 
 impl IpfsDaemon {
-    /// The preferred daemon: `IPFS_IMPL=kubo|js` if set, else Kubo when on PATH, else js-ipfs.
     pub fn start() -> Result<Self> {
-        Self::start_kind(preferred_kind())
+        Self::start_with(IpfsNet::default())
     }
 
-    /// The preferred daemon with its swarm (and ports) as `net` says.
+    /// A daemon with its swarm (and ports) as `net` says.
     pub fn start_with(net: IpfsNet) -> Result<Self> {
-        Self::start_kind_with(preferred_kind(), net)
-    }
-
-    pub fn start_kind(kind: IpfsKind) -> Result<Self> {
-        Self::start_kind_with(kind, IpfsNet::default())
-    }
-
-    pub fn start_kind_with(kind: IpfsKind, net: IpfsNet) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("testkit-ipfs-").tempdir()?;
         let repo = dir.path().join("repo");
         // A port taken between our probe and the daemon's bind is retried with new ports.
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_in_with(kind, &repo, net) {
+            match Self::start_in_with(&repo, net) {
                 Ok(mut d) => {
                     d._dir = Some(dir);
                     return Ok(d);
@@ -144,45 +136,28 @@ impl IpfsDaemon {
     }
 
     /// Start (or restart) a daemon on an existing or new repo at `repo`.
-    pub fn start_in(kind: IpfsKind, repo: &Path) -> Result<Self> {
-        Self::start_in_with(kind, repo, IpfsNet::default())
+    pub fn start_in(repo: &Path) -> Result<Self> {
+        Self::start_in_with(repo, IpfsNet::default())
     }
 
     /// Start (or restart) a daemon on `repo`, listening as `net` says.
-    pub fn start_in_with(kind: IpfsKind, repo: &Path, net: IpfsNet) -> Result<Self> {
+    pub fn start_in_with(repo: &Path, net: IpfsNet) -> Result<Self> {
         let api = net.api_port.unwrap_or_else(free_port);
         let swarm = net.swarm_port.unwrap_or_else(free_port);
-        let fresh = !repo.join("config").exists();
-        if fresh {
-            std::fs::create_dir_all(repo)?;
-            let status = base_command(kind, repo)
-                .args(init_args(kind))
-                .output()
-                .context("ipfs init")?;
-            if !status.status.success() {
-                bail!(
-                    "ipfs init failed: {}",
-                    String::from_utf8_lossy(&status.stderr)
-                );
-            }
+        std::fs::create_dir_all(repo)?;
+        configure(repo, api, net.swarm_ip, swarm, net.swarm_key.as_ref())?;
+        let mut cmd = base_command(repo);
+        cmd.args(KUBO_DAEMON_ARGS);
+        if net.swarm_key.is_some() {
+            // Refuse to run at all without the key (Kubo's own guard).
+            cmd.env("LIBP2P_FORCE_PNET", "1");
         }
-        configure(kind, repo, api, net.swarm_ip, swarm)?;
-        let key_file = repo.join("swarm.key");
-        let cmd = match net.swarm_key {
-            Some(key) => {
-                std::fs::write(&key_file, swarm_key_file(&key))?;
-                private_daemon_command(kind, repo)?
-            }
-            None => {
-                let _ = std::fs::remove_file(&key_file);
-                let mut cmd = base_command(kind, repo);
-                cmd.arg("daemon");
-                if kind == IpfsKind::JsIpfs {
-                    cmd.arg("--enable-preload=false");
-                }
-                cmd
-            }
-        };
+        eprintln!(
+            "testkit: starting {} ({}) on {}",
+            kubo_version(),
+            kubo_binary().display(),
+            repo.display()
+        );
         let daemon = Daemon::spawn("ipfs", cmd, &repo.join("daemon.log"))?;
         let config: Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
         let peer_id = config["Identity"]["PeerID"]
@@ -190,7 +165,6 @@ impl IpfsDaemon {
             .unwrap_or_default()
             .to_owned();
         let mut this = Self {
-            kind,
             api_url: format!("http://127.0.0.1:{api}"),
             api_port: api,
             swarm_ip: net.swarm_ip,
@@ -248,14 +222,9 @@ impl IpfsDaemon {
         self.daemon.stop();
     }
 
-    /// Kill the daemon abruptly. js-ipfs's repo lock (a directory, unlike Kubo's flock) outlives
-    /// a killed daemon; the daemon was ours and is reaped, so its lock is removed here, as a
-    /// supervisor restarting a crashed node would, so that `start_in` can reuse the repo.
+    /// Kill the daemon abruptly (SIGKILL), keeping the repo.
     pub fn kill(&mut self) {
         self.daemon.kill();
-        if self.kind == IpfsKind::JsIpfs {
-            let _ = std::fs::remove_dir_all(self.repo.join("repo.lock"));
-        }
     }
 
     /// Take ownership of the repo directory (so a restarted daemon can reuse it).
@@ -264,22 +233,9 @@ impl IpfsDaemon {
     }
 }
 
-fn preferred_kind() -> IpfsKind {
-    match std::env::var("IPFS_IMPL").as_deref() {
-        Ok("kubo") => IpfsKind::Kubo,
-        Ok("js") => IpfsKind::JsIpfs,
-        _ => available_ipfs_kinds()[0],
-    }
-}
-
-fn base_command(kind: IpfsKind, repo: &Path) -> Command {
-    let mut cmd = match kind {
-        IpfsKind::Kubo => Command::new("ipfs"),
-        IpfsKind::JsIpfs => Command::new(jsipfs_bin()),
-    };
-    cmd.env("IPFS_PATH", repo)
-        .env("NODE_ENV", "test")
-        .env("IPFS_TELEMETRY", "off");
+fn base_command(repo: &Path) -> Command {
+    let mut cmd = Command::new(kubo_binary());
+    cmd.env("IPFS_PATH", repo).env("IPFS_TELEMETRY", "off");
     cmd
 }
 
@@ -288,81 +244,73 @@ pub fn swarm_key_file(key: &[u8; 32]) -> String {
     format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", hex::encode(key))
 }
 
-/// The daemon of a private network. Kubo reads `swarm.key` from its repo (and refuses to run
-/// without one under `LIBP2P_FORCE_PNET`); js-ipfs needs its libp2p built with the key, which
-/// `pnet-daemon.mjs` does (copied next to js-ipfs' node_modules so node resolves its imports).
-fn private_daemon_command(kind: IpfsKind, repo: &Path) -> Result<Command> {
-    let mut cmd = match kind {
-        IpfsKind::Kubo => {
-            let mut cmd = base_command(kind, repo);
-            cmd.arg("daemon").env("LIBP2P_FORCE_PNET", "1");
-            cmd
+/// Run the chart's kubo-init script on `repo` (creating it when new), with the chart's default
+/// values but this test's ports, then check that nothing could reach the internet.
+fn configure(
+    repo: &Path,
+    api: u16,
+    swarm_ip: Ipv4Addr,
+    swarm: u16,
+    swarm_key: Option<&[u8; 32]>,
+) -> Result<()> {
+    let bin_dir = kubo_binary()
+        .parent()
+        .expect("binary has a directory")
+        .to_owned();
+    let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))?;
+    let key_file = repo.with_extension("swarm.key");
+    let mut cmd = Command::new("sh");
+    cmd.arg(configure_script())
+        .env("PATH", path)
+        .env("IPFS_PATH", repo)
+        .env("IPFS_TELEMETRY", "off")
+        .env("KUBO_API_PORT", api.to_string())
+        .env(
+            "KUBO_SWARM_ADDRESSES",
+            json!([format!("/ip4/{swarm_ip}/tcp/{swarm}")]).to_string(),
+        )
+        .env("KUBO_STORAGE_MAX", "20GB")
+        .env("KUBO_ROUTING_TYPE", "none")
+        .env("KUBO_BOOTSTRAP", "[]");
+    match swarm_key {
+        Some(key) => {
+            std::fs::write(&key_file, swarm_key_file(key))?;
+            cmd.env("KUBO_PRIVATE_NETWORK", "true")
+                .env("KUBO_SWARM_KEY_FILE", &key_file);
         }
-        IpfsKind::JsIpfs => {
-            const SCRIPT: &str = include_str!("../../js-ipfs/pnet-daemon.mjs");
-            let target = jsipfs_dir().join("pnet-daemon.mjs");
-            if std::fs::read_to_string(&target).ok().as_deref() != Some(SCRIPT) {
-                // Tests run in parallel: write aside, then rename over.
-                let tmp = jsipfs_dir().join(format!("pnet-daemon.{}.tmp", std::process::id()));
-                std::fs::write(&tmp, SCRIPT)?;
-                std::fs::rename(&tmp, &target)?;
-            }
-            let mut cmd = Command::new("node");
-            cmd.arg(target);
-            cmd
+        None => {
+            cmd.env("KUBO_PRIVATE_NETWORK", "false");
         }
-    };
-    cmd.env("IPFS_PATH", repo)
-        .env("NODE_ENV", "test")
-        .env("IPFS_TELEMETRY", "off");
-    Ok(cmd)
-}
-
-fn init_args(kind: IpfsKind) -> &'static [&'static str] {
-    match kind {
-        IpfsKind::Kubo => &["init", "--profile", "test", "--empty-repo"],
-        IpfsKind::JsIpfs => &["init", "--profile", "test", "--emptyRepo"],
     }
-}
-
-/// Loopback only, and nothing that could reach the internet.
-fn configure(kind: IpfsKind, repo: &Path, api: u16, swarm_ip: Ipv4Addr, swarm: u16) -> Result<()> {
-    let path = repo.join("config");
-    let mut c: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let addresses = c["Addresses"]
-        .as_object_mut()
-        .context("config has Addresses")?;
-    addresses.insert("API".into(), json!(format!("/ip4/127.0.0.1/tcp/{api}")));
-    match kind {
-        // Kubo reads an empty string as one (invalid) address; js-ipfs wants a string.
-        IpfsKind::Kubo => addresses.insert("Gateway".into(), json!([])),
-        IpfsKind::JsIpfs => addresses
-            .insert("RPC".into(), json!(""))
-            .and(addresses.insert("Gateway".into(), json!(""))),
-    };
-    addresses.insert(
-        "Swarm".into(),
-        json!([format!("/ip4/{swarm_ip}/tcp/{swarm}")]),
+    let out = cmd.output().context("run configure-kubo.sh")?;
+    ensure!(
+        out.status.success(),
+        "configure-kubo.sh failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    addresses.insert("Announce".into(), json!([]));
-    addresses.insert("NoAnnounce".into(), json!([]));
-    addresses.insert("Delegates".into(), json!([]));
-    c["Bootstrap"] = json!([]);
-    c["Discovery"] =
-        json!({"MDNS": {"Enabled": false, "Interval": 10}, "webRTCStar": {"Enabled": false}});
-    c["Routing"] = json!({"Type": "none"});
-    c["AutoConf"] = json!({"Enabled": false});
-    c["Swarm"]["DisableNatPortMap"] = json!(true);
-    // No automatic dialling of remembered peers (js-ipfs dials its peer store while under
-    // LowWater connections): every connection is one a test or the agent under test made.
-    c["Swarm"]["ConnMgr"]["LowWater"] = json!(0);
-    if let Some(p) = c.get_mut("Pubsub") {
-        p["Enabled"] = json!(false);
-    }
-    std::fs::write(&path, serde_json::to_vec_pretty(&c)?)?;
-    // Refuse to start anything that could bootstrap into the public network.
-    let check: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    assert_eq!(check["Bootstrap"], json!([]), "Bootstrap must be empty");
+    // Refuse to start anything that could reach beyond this machine.
+    let c: Value = serde_json::from_slice(&std::fs::read(repo.join("config"))?)?;
+    ensure!(c["Bootstrap"] == json!([]), "Bootstrap must be empty");
+    ensure!(
+        c["Discovery"]["MDNS"]["Enabled"] == json!(false),
+        "MDNS must be off"
+    );
+    ensure!(
+        c["Routing"]["Type"] == json!("none"),
+        "routing must be none"
+    );
+    ensure!(
+        c["AutoConf"]["Enabled"] == json!(false),
+        "AutoConf must be off"
+    );
+    ensure!(
+        c["Addresses"]["API"] == json!(format!("/ip4/127.0.0.1/tcp/{api}")),
+        "API must be on loopback: {}",
+        c["Addresses"]["API"]
+    );
     Ok(())
 }
 

@@ -1,5 +1,4 @@
-//! Real daemons for tests: an IPFS node speaking the Kubo RPC API (Kubo from PATH, else
-//! js-ipfs), the Debian `docker-registry`, and containerd. Each starts on free loopback ports in
+//! Real daemons for tests: Kubo (built by `e2e/deps.sh` at the chart's version), the Debian `docker-registry`, and containerd. Each starts on free loopback ports in
 //! its own temporary directory and is stopped (by PID) when dropped — also when a test panics —
 //! and, through `PR_SET_PDEATHSIG`, when the test process dies. Nothing here dials out: every
 //! IPFS node has an empty Bootstrap list, no MDNS and no routing.
@@ -16,8 +15,10 @@ mod registry;
 
 pub use agent::{Agent, sum_metric};
 pub use containerd::Containerd;
-pub use images::{PushFormat, TestImage, build_busybox_layout, noise, push_layout};
-pub use ipfs::{IpfsDaemon, IpfsKind, IpfsNet, available_ipfs_kinds};
+pub use images::{
+    PushFormat, TestImage, add_noise_layers, build_busybox_layout, noise, push_layout,
+};
+pub use ipfs::{IpfsDaemon, IpfsNet, KUBO_DAEMON_ARGS, kubo_binary, kubo_version};
 pub use netns::{NetNode, Netns, TestNet};
 pub use process::{Daemon, free_port, wait_until, wait_until_async};
 pub use proxy::{Answer, HttpProxy};

@@ -1,13 +1,12 @@
-//! Client for the Kubo RPC API (`/api/v0`), as served by Kubo and by js-ipfs.
+//! Client for the Kubo RPC API (`/api/v0`).
 //!
-//! Differences between the two that this client absorbs: CIDs may come back in base58btc
-//! (parsed as binary, never compared as strings), `Size` fields may be numbers or strings, error
-//! bodies vary in shape, `cat` may label binary as JSON, and a CID nobody has makes some calls
-//! hang forever — so every call has a client-side deadline.
+//! It is lenient where daemons of the API differ: CIDs are parsed as binary in any base (never
+//! compared as strings), `Size` fields may be numbers or strings, error bodies vary in shape,
+//! `cat` may label binary as JSON. A CID nobody has makes some calls wait indefinitely, so every
+//! call has a client-side deadline as well as the daemon's own `timeout`.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cid::Cid;
 use futures::{StreamExt, TryStreamExt};
@@ -15,7 +14,9 @@ use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Added, ByteRange, ByteStream, IpfsError, IpfsStore, NodeIdentity, SwarmPeer};
+use super::{
+    Added, ByteRange, ByteStream, IpfsError, IpfsStore, NodeIdentity, RepoStat, SwarmPeer,
+};
 use crate::content_id::{parse_cid, to_base32};
 
 /// Deadlines for talking to the daemon.
@@ -62,8 +63,6 @@ const ADD_QUERY: &[(&str, &str)] = &[
     ("pin", "false"),
     ("progress", "false"),
 ];
-
-static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl KuboClient {
     /// `api_url` is the daemon's RPC address, e.g. `http://127.0.0.1:5001`.
@@ -139,7 +138,7 @@ impl KuboClient {
             return Ok(response);
         }
         let status = response.status();
-        // Both Kubo and js-ipfs answer 404 only for commands they do not have.
+        // Kubo answers 404 only for commands it does not have.
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(IpfsError::Unsupported { endpoint });
         }
@@ -162,7 +161,7 @@ impl KuboClient {
         deadline: Duration,
     ) -> Result<T, IpfsError> {
         let work = async {
-            // Also ask the daemon to give up: js-ipfs otherwise keeps searching for a missing CID.
+            // Also ask the daemon to give up, or it keeps searching for a missing CID after we left.
             let mut query = query.to_vec();
             query.push(("timeout", format!("{}ms", deadline.as_millis())));
             let response = self
@@ -240,7 +239,7 @@ fn idle_limited(inner: ByteStream, endpoint: &'static str, idle: Duration) -> By
     ))
 }
 
-/// Kubo answers `{"Message":…,"Code":…,"Type":"error"}`; js-ipfs mostly does too, sometimes not.
+/// Kubo answers `{"Message":…,"Code":…,"Type":"error"}`; anything else is quoted as it came.
 fn error_message(status: reqwest::StatusCode, body: &str) -> String {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let message = parsed
@@ -256,7 +255,7 @@ fn error_message(status: reqwest::StatusCode, body: &str) -> String {
     }
 }
 
-/// `Size` is a string in Kubo and a number in js-ipfs.
+/// Counters are numbers or strings, depending on the endpoint and the daemon's version.
 fn flexible_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
@@ -285,51 +284,85 @@ fn arg(cid: &Cid) -> (&'static str, String) {
 
 impl IpfsStore for KuboClient {
     async fn add(&self, data: ByteStream) -> Result<Added, IpfsError> {
-        const ENDPOINT: &str = "add";
-        // js-ipfs rejects a part without a Content-Type.
-        let part = Part::stream(reqwest::Body::wrap_stream(data))
-            .file_name("blob")
-            .mime_str("application/octet-stream")
-            .expect("static mime type parses");
-        let form = Form::new().part("file", part);
-        let query: Vec<(&str, String)> = ADD_QUERY
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
-        let request = self.request(ENDPOINT, &query).multipart(form);
-        // The upload itself may take long for a big layer; the deadline covers connecting and the
-        // daemon's silence (idle timeout), not the transfer.
-        let response = self
-            .send(ENDPOINT, request, Duration::from_secs(24 * 3600))
-            .await?;
-        let body = response
-            .bytes()
+        self.add_at(data, None).await
+    }
+
+    async fn files_add(&self, path: &str, data: ByteStream) -> Result<Added, IpfsError> {
+        self.add_at(data, Some(path)).await
+    }
+
+    async fn files_mkdir(&self, path: &str) -> Result<(), IpfsError> {
+        self.files_call(
+            "files/mkdir",
+            &[
+                ("arg", path.to_owned()),
+                ("parents", "true".into()),
+                ("cid-version", "1".into()),
+            ],
+        )
+        .await
+    }
+
+    async fn files_cp(&self, cid: &Cid, path: &str) -> Result<(), IpfsError> {
+        let from = format!("/ipfs/{}", to_base32(cid));
+        self.files_call("files/cp", &[("arg", from), ("arg", path.to_owned())])
             .await
-            .map_err(|source| IpfsError::Transport {
-                endpoint: ENDPOINT,
-                source,
-            })?;
-        // Newline-delimited JSON; the single file we sent is the last object.
-        let last = body
-            .split(|b| *b == b'\n')
-            .rfind(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .ok_or_else(|| IpfsError::Decode {
-                endpoint: ENDPOINT,
-                detail: "empty answer".into(),
-            })?;
-        let v: Value = serde_json::from_slice(last).map_err(|e| IpfsError::Decode {
-            endpoint: ENDPOINT,
-            detail: e.to_string(),
-        })?;
-        if v.get("Type").and_then(Value::as_str) == Some("error") {
-            return Err(IpfsError::Api {
-                endpoint: ENDPOINT,
-                message: error_message(reqwest::StatusCode::OK, &v.to_string()),
-            });
-        }
+    }
+
+    async fn files_stat(&self, path: &str) -> Result<Option<(Cid, u64)>, IpfsError> {
+        const ENDPOINT: &str = "files/stat";
+        let answer = self
+            .call_json::<Value>(
+                ENDPOINT,
+                &[("arg", path.to_owned())],
+                self.options.call_timeout,
+            )
+            .await;
+        let v = match answer {
+            Ok(v) => v,
+            Err(IpfsError::Api { message, .. }) if message.contains("does not exist") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let cid = cid_field(ENDPOINT, &v, "Hash")?;
-        let dag_size = v.get("Size").and_then(flexible_u64).unwrap_or(0);
-        Ok(Added { cid, dag_size })
+        let size = v.get("Size").and_then(flexible_u64).unwrap_or(0);
+        Ok(Some((cid, size)))
+    }
+
+    async fn files_rm(&self, path: &str) -> Result<(), IpfsError> {
+        self.files_call(
+            "files/rm",
+            &[
+                ("arg", path.to_owned()),
+                ("recursive", "true".into()),
+                ("force", "true".into()),
+            ],
+        )
+        .await
+    }
+
+    async fn repo_stat(&self) -> Result<RepoStat, IpfsError> {
+        const ENDPOINT: &str = "repo/stat";
+        let v: Value = self
+            .call_json(
+                ENDPOINT,
+                &[("size-only", "true".into())],
+                self.options.call_timeout,
+            )
+            .await?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(flexible_u64)
+                .ok_or_else(|| IpfsError::Decode {
+                    endpoint: ENDPOINT,
+                    detail: format!("no {name} in {v}"),
+                })
+        };
+        Ok(RepoStat {
+            repo_size: field("RepoSize")?,
+            storage_max: field("StorageMax")?,
+        })
     }
 
     async fn cat(&self, cid: &Cid, range: ByteRange) -> Result<ByteStream, IpfsError> {
@@ -448,14 +481,14 @@ impl IpfsStore for KuboClient {
             .await
         {
             Ok(v) => {
-                // Kubo: {"Keys":{"<cid>":{"Type":"recursive"}}}; js-ipfs: one {"Cid":…,"Type":…} per line.
+                // Kubo: {"Keys":{"<cid>":{"Type":"recursive"}}}; streamed answers: one {"Cid":…,"Type":…} per line.
                 let keys = v.get("Keys").and_then(Value::as_object);
                 let listed: BTreeSet<Cid> = match keys {
                     Some(map) => map.keys().filter_map(|k| parse_cid(k).ok()).collect(),
                     None => cid_field(ENDPOINT, &v, "Cid").into_iter().collect(),
                 };
-                // js-ipfs lists CIDv0 for dag-pb roots pinned as CIDv1: same content, so compare
-                // codec and multihash, not the version.
+                // A dag-pb root may be listed as CIDv0 though pinned as CIDv1: same content, so
+                // compare codec and multihash, not the version.
                 Ok(listed
                     .iter()
                     .any(|c| c.codec() == cid.codec() && c.hash() == cid.hash()))
@@ -463,34 +496,6 @@ impl IpfsStore for KuboClient {
             Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    async fn make_directory(&self, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let scratch = format!(
-            "/.ipfs-image-scratch/{}-{}-{}",
-            std::process::id(),
-            nanos,
-            SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let result = self.fill_directory(&scratch, entries).await;
-        // Always remove the scratch copy; the returned CID is what callers pin.
-        let cleanup = self
-            .files_call(
-                "files/rm",
-                &[
-                    ("arg", scratch.clone()),
-                    ("recursive", "true".into()),
-                    ("force", "true".into()),
-                ],
-            )
-            .await;
-        let cid = result?;
-        cleanup?;
-        Ok(cid)
     }
 
     async fn id(&self) -> Result<NodeIdentity, IpfsError> {
@@ -592,46 +597,58 @@ impl IpfsStore for KuboClient {
 }
 
 impl KuboClient {
-    async fn fill_directory(
-        &self,
-        scratch: &str,
-        entries: &[(String, Cid)],
-    ) -> Result<Cid, IpfsError> {
-        let mkdir = |path: String| async move {
-            self.files_call(
-                "files/mkdir",
-                &[
-                    ("arg", path),
-                    ("parents", "true".into()),
-                    ("cid-version", "1".into()),
-                ],
-            )
-            .await
-        };
-        mkdir(scratch.to_owned()).await?;
-        let parents: BTreeSet<&str> = entries
+    /// `add`, and with `to_files` also link the new file at that MFS path (its parent must exist).
+    async fn add_at(&self, data: ByteStream, to_files: Option<&str>) -> Result<Added, IpfsError> {
+        const ENDPOINT: &str = "add";
+        // A part without a Content-Type is refused by some daemons.
+        let part = Part::stream(reqwest::Body::wrap_stream(data))
+            .file_name("blob")
+            .mime_str("application/octet-stream")
+            .expect("static mime type parses");
+        let form = Form::new().part("file", part);
+        let mut query: Vec<(&str, String)> = ADD_QUERY
             .iter()
-            .filter_map(|(p, _)| p.rsplit_once('/').map(|(dir, _)| dir))
+            .map(|(k, v)| (*k, (*v).to_owned()))
             .collect();
-        for dir in parents {
-            mkdir(format!("{scratch}/{dir}")).await?;
+        if let Some(path) = to_files {
+            // Kubo links the file at `path` in MFS while still holding the pin lock it took for
+            // the add, so a concurrent GC can never collect it in between (kubo#9553).
+            query.push(("to-files", path.to_owned()));
         }
-        for (path, cid) in entries {
-            let from = format!("/ipfs/{}", to_base32(cid));
-            self.files_call(
-                "files/cp",
-                &[("arg", from), ("arg", format!("{scratch}/{path}"))],
-            )
+        let request = self.request(ENDPOINT, &query).multipart(form);
+        // The upload itself may take long for a big layer; the deadline covers connecting and the
+        // daemon's silence (idle timeout), not the transfer.
+        let response = self
+            .send(ENDPOINT, request, Duration::from_secs(24 * 3600))
             .await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| IpfsError::Transport {
+                endpoint: ENDPOINT,
+                source,
+            })?;
+        // Newline-delimited JSON; the single file we sent is the last object.
+        let last = body
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: "empty answer".into(),
+            })?;
+        let v: Value = serde_json::from_slice(last).map_err(|e| IpfsError::Decode {
+            endpoint: ENDPOINT,
+            detail: e.to_string(),
+        })?;
+        if v.get("Type").and_then(Value::as_str) == Some("error") {
+            return Err(IpfsError::Api {
+                endpoint: ENDPOINT,
+                message: error_message(reqwest::StatusCode::OK, &v.to_string()),
+            });
         }
-        let v: Value = self
-            .call_json(
-                "files/stat",
-                &[("arg", scratch.to_owned())],
-                self.options.call_timeout,
-            )
-            .await?;
-        cid_field("files/stat", &v, "Hash")
+        let cid = cid_field(ENDPOINT, &v, "Hash")?;
+        let dag_size = v.get("Size").and_then(flexible_u64).unwrap_or(0);
+        Ok(Added { cid, dag_size })
     }
 }
 

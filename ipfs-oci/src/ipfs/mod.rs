@@ -1,6 +1,6 @@
-//! Everything we need from an IPFS node, behind one trait so every daemon we support runs the
-//! same conformance suite (`tests/ipfs_conformance.rs`). The only implementation talks the Kubo
-//! RPC API, which Kubo and js-ipfs both serve.
+//! Everything we need from an IPFS node, behind one trait, so every implementation (the Kubo
+//! client, and the wrappers tests put around it) runs the same conformance suite
+//! (`tests/ipfs_conformance.rs`, against a real Kubo).
 
 mod kubo;
 
@@ -48,7 +48,7 @@ pub enum IpfsError {
     },
     #[error("IPFS {endpoint}: content is larger than the limit of {limit} bytes")]
     TooLarge { endpoint: &'static str, limit: u64 },
-    /// The daemon has no such command (js-ipfs lacks `swarm/peering/*`, for example).
+    /// The daemon has no such command (an older or other daemon of the API).
     #[error("IPFS {endpoint}: not supported by this daemon")]
     Unsupported { endpoint: &'static str },
 }
@@ -86,8 +86,17 @@ pub struct NodeIdentity {
 /// The operations the project uses. Every `add` uses the image format's options (CIDv1, raw
 /// leaves, 256 KiB chunks, sha2-256) whatever the daemon's configuration says.
 pub trait IpfsStore: Send + Sync {
-    /// Add one file from a stream, unpinned (pins are made per image, see `convert`).
+    /// Add one file from a stream, unpinned and unreferenced: the daemon's GC may collect it at
+    /// any moment. Imports use [`IpfsStore::files_add`] (see `staging`).
     fn add(&self, data: ByteStream) -> impl Future<Output = Result<Added, IpfsError>> + Send;
+
+    /// Add one file and link it at `path` in the node's MFS in one step, safe from a concurrent
+    /// GC (MFS is a GC root). The parent directory must exist; `path` must not.
+    fn files_add(
+        &self,
+        path: &str,
+        data: ByteStream,
+    ) -> impl Future<Output = Result<Added, IpfsError>> + Send;
 
     /// Add a small in-memory file.
     fn add_bytes(&self, data: Bytes) -> impl Future<Output = Result<Added, IpfsError>> + Send {
@@ -116,12 +125,21 @@ pub trait IpfsStore: Send + Sync {
     /// Whether `cid` is pinned recursively.
     fn is_pinned(&self, cid: &Cid) -> impl Future<Output = Result<bool, IpfsError>> + Send;
 
-    /// Build a UnixFS directory from `(path, cid)` entries (paths relative, `/`-separated) and
-    /// return its CID. Uses the node's MFS under a private scratch path, then removes it.
-    fn make_directory(
+    /// Create an MFS directory and its parents (CIDv1 directories; fine if it exists).
+    fn files_mkdir(&self, path: &str) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    /// Link the file or directory `cid` at MFS `path` (fetching its root block if needed).
+    fn files_cp(&self, cid: &Cid, path: &str)
+    -> impl Future<Output = Result<(), IpfsError>> + Send;
+    /// The CID and size at MFS `path`, or `None` when nothing is there.
+    fn files_stat(
         &self,
-        entries: &[(String, Cid)],
-    ) -> impl Future<Output = Result<Cid, IpfsError>> + Send;
+        path: &str,
+    ) -> impl Future<Output = Result<Option<(Cid, u64)>, IpfsError>> + Send;
+    /// Remove MFS `path` recursively; nothing there is fine.
+    fn files_rm(&self, path: &str) -> impl Future<Output = Result<(), IpfsError>> + Send;
+
+    /// How much the repository holds, against its `Datastore.StorageMax`.
+    fn repo_stat(&self) -> impl Future<Output = Result<RepoStat, IpfsError>> + Send;
 
     fn id(&self) -> impl Future<Output = Result<NodeIdentity, IpfsError>> + Send;
     fn version(&self) -> impl Future<Output = Result<String, IpfsError>> + Send;
@@ -161,7 +179,7 @@ pub trait IpfsStore: Send + Sync {
     /// Add a protected peering (Kubo's `swarm/peering/add`): the daemon keeps a connection to
     /// the peer open, redials it when it drops and never trims it. Runtime state only (a restart
     /// forgets it, which is why the agent re-adds on every pass). `Unsupported` where the daemon
-    /// has no peering (js-ipfs): callers fall back to `swarm_connect`.
+    /// has no peering: callers fall back to `swarm_connect`.
     fn peering_add(&self, addr: &str) -> impl Future<Output = Result<(), IpfsError>> + Send {
         let _ = addr;
         async {
@@ -180,6 +198,13 @@ pub trait IpfsStore: Send + Sync {
             })
         }
     }
+}
+
+/// `repo/stat`, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepoStat {
+    pub repo_size: u64,
+    pub storage_max: u64,
 }
 
 /// One open swarm connection.

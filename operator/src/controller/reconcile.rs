@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::names::{FIELD_MANAGER, FINALIZER, annotations};
@@ -19,8 +18,9 @@ use ipfs_oci::Cid;
 use ipfs_oci::content_id::{parse_cid, to_base32};
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::digest::Digest;
-use ipfs_oci::format::{Platform, annotation, media_type};
+use ipfs_oci::format::Platform;
 use ipfs_oci::ipfs::{ByteRange, IpfsStore};
+use ipfs_oci::layout::{Staging, discard_staging};
 use ipfs_oci::resolve::resolve;
 use ipfs_oci::source::{Reference, SourceRegistry, credentials_from_docker_config};
 use ipfs_oci::verified_stream::verified;
@@ -285,6 +285,8 @@ async fn import<S: IpfsStore>(
         &ConvertOptions {
             platforms,
             estargz: obj.spec.estargz,
+            // Per object: a retry or a restarted operator resumes from the blobs Kubo holds.
+            staging_key: Some(staging_key(obj)),
         },
     )
     .await?;
@@ -440,12 +442,9 @@ pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid) -> Result<Adopted> {
         .cat_to_vec(root, 64 * 1024)
         .await
         .map_err(ipfs_read_error)?;
-    let mut entries = Vec::with_capacity(dag.len() + 3);
+    let mut blobs = Vec::with_capacity(dag.len() + 1);
     let mut total_size = root_bytes.len() as u64;
-    entries.push((
-        format!("blobs/sha256/{}", Digest::of(&root_bytes).hex()),
-        *root,
-    ));
+    blobs.push((Digest::of(&root_bytes), *root));
     for (digest, entry) in dag.entries() {
         if entry.bytes.is_none() {
             // Manifests were verified by resolve; configs and layers stream through a verifier.
@@ -471,34 +470,23 @@ pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid) -> Result<Adopted> {
             }
         }
         total_size += entry.size;
-        entries.push((format!("blobs/sha256/{}", digest.hex()), entry.cid));
+        blobs.push((*digest, entry.cid));
     }
-    let blob_count = entries.len();
-
-    let layout_index = json!({
-        "schemaVersion": 2,
-        "mediaType": media_type::OCI_INDEX,
-        "manifests": [{
-            "mediaType": dag.root.media_type,
-            "digest": dag.root.digest.to_string(),
-            "size": dag.root.size,
-            "annotations": {annotation::REF_NAME: "latest"},
-        }],
-    });
-    let marker = ipfs
-        .add_bytes(Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#))
+    let blob_count = blobs.len();
+    // The blobs are held by nothing but the network until the layout is pinned, so nothing of
+    // this node's needs staging; the layout itself is built there all the same.
+    let key = Staging::<S>::fresh_key();
+    let layout_cid = match Staging::open(ipfs, &key)
         .await?
-        .cid;
-    let index = ipfs
-        .add_bytes(Bytes::from(
-            serde_json::to_vec(&layout_index).expect("JSON values serialize"),
-        ))
-        .await?
-        .cid;
-    entries.push(("oci-layout".into(), marker));
-    entries.push(("index.json".into(), index));
-    let layout_cid = ipfs.make_directory(&entries).await?;
-    ipfs.pin_add(&layout_cid).await?;
+        .commit_layout(&dag.root, blobs)
+        .await
+    {
+        Ok(cid) => cid,
+        Err(e) => {
+            let _ = discard_staging(ipfs, &key).await;
+            return Err(e.into());
+        }
+    };
 
     let top: Value = dag
         .top()
@@ -611,11 +599,19 @@ async fn report_failure<S: IpfsStore>(
 
 /// Delete: unpin the layout unless another IpfsImage still holds the same image.
 async fn cleanup<S: IpfsStore>(obj: Arc<IpfsImage>, ctx: &Context<S>) -> Result<Action> {
+    // An import this object left half-way holds its blobs in staging: let them go.
+    discard_staging(&ctx.ipfs, &staging_key(&obj)).await?;
     let status = own_status(&obj);
     if let Some(layout) = status.layout_cid.as_deref() {
         release(&obj, ctx, layout, status.cid.as_deref()).await?;
     }
     Ok(Action::await_change())
+}
+
+/// The staging area of `obj`'s imports: its UID (a new object of the same name starts afresh).
+fn staging_key(obj: &IpfsImage) -> String {
+    obj.uid()
+        .unwrap_or_else(|| object_key(obj).replace('/', "_"))
 }
 
 /// Unpin `layout` unless another live IpfsImage (any namespace) has it as its layout or image CID.

@@ -17,6 +17,7 @@ use ipfs_image_operator::controller::{Config, Context, Metrics, Result, reconcil
 use ipfs_oci::Cid;
 use ipfs_oci::ipfs::{
     Added, ByteRange, ByteStream, IpfsError, IpfsStore, KuboClient, KuboOptions, NodeIdentity,
+    RepoStat,
 };
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -361,9 +362,27 @@ impl IpfsStore for Counting {
     async fn is_pinned(&self, cid: &Cid) -> Result<bool, IpfsError> {
         self.inner.is_pinned(cid).await
     }
-    async fn make_directory(&self, entries: &[(String, Cid)]) -> Result<Cid, IpfsError> {
+    async fn files_add(&self, path: &str, data: ByteStream) -> Result<Added, IpfsError> {
         self.adds.fetch_add(1, Ordering::SeqCst);
-        self.inner.make_directory(entries).await
+        self.inner.files_add(path, data).await
+    }
+    async fn files_mkdir(&self, path: &str) -> Result<(), IpfsError> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.files_mkdir(path).await
+    }
+    async fn files_cp(&self, cid: &Cid, path: &str) -> Result<(), IpfsError> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.files_cp(cid, path).await
+    }
+    async fn files_stat(&self, path: &str) -> Result<Option<(Cid, u64)>, IpfsError> {
+        self.inner.files_stat(path).await
+    }
+    async fn files_rm(&self, path: &str) -> Result<(), IpfsError> {
+        self.adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.files_rm(path).await
+    }
+    async fn repo_stat(&self) -> Result<RepoStat, IpfsError> {
+        self.inner.repo_stat().await
     }
     async fn id(&self) -> Result<NodeIdentity, IpfsError> {
         self.inner.id().await

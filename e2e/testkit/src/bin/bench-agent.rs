@@ -228,8 +228,8 @@ fn main() -> Result<()> {
         .trim_start_matches("ipfs://")
         .to_owned();
     println!(
-        "daemon {:?}; layer {:.0} MiB",
-        ipfs.kind,
+        "daemon {}; layer {:.0} MiB",
+        testkit::kubo_version(),
         size as f64 / 1048576.0
     );
 

@@ -27,8 +27,10 @@ fn main() -> Result<()> {
     step("starting an IPFS daemon (loopback only, no bootstrap peers), a registry and containerd");
     let ipfs = IpfsDaemon::start()?;
     eprintln!(
-        "    IPFS {:?} API {} (peer {})",
-        ipfs.kind, ipfs.api_url, ipfs.peer_id
+        "    {} API {} (peer {})",
+        testkit::kubo_version(),
+        ipfs.api_url,
+        ipfs.peer_id
     );
     let registry = Registry::start()?;
     eprintln!("    registry http://{}", registry.addr);
