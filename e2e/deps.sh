@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
-# Debian packages (registry, image tools, containerd, runc, protoc), and Kubo built from its Go
-# module at the version the chart ships (cached outside the work tree; linked into e2e/.deps/bin).
+# Debian packages (registry, image tools, containerd, runc, protoc, openssl), and, built from their
+# Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by version outside the work
+# tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and the Kubernetes
+# control plane (kube-apiserver, kubectl) the API tests run against.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2)
+pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2 openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,4 +31,32 @@ fi
 go_tool kubo "$kubo_version" "$here/tools/kubo" ipfs \
   -ldflags "-s -w -X github.com/ipfs/kubo.CurrentCommit=$kubo_version" github.com/ipfs/kubo/cmd/ipfs
 echo "deps: $("$here/.deps/bin/ipfs" version) ($(readlink -f "$here/.deps/bin/ipfs"))" >&2
+
+# etcd and Kubernetes: a real API server for every test that talks to Kubernetes.
+etcd_version=$(go_mod_version "$here/tools/etcd" go.etcd.io/etcd/server/v3)
+go_tool etcd "$etcd_version" "$here/tools/etcd" "etcd=server" -ldflags "-s -w" go.etcd.io/etcd/server/v3
+echo "deps: $("$here/.deps/bin/etcd" --version | head -n 1)" >&2
+k8s_version=$(go_mod_version "$here/tools/kubernetes" k8s.io/kubernetes)
+k8s_ldflags() {
+  # What upstream's build stamps, so /version (and Helm's kubeVersion checks) see the real version.
+  local v=$1 info commit date minor
+  info=$(cd "$here/tools/kubernetes" && go mod download -json "k8s.io/kubernetes@$v")
+  commit=$(python3 -c 'import json,sys; print((json.load(sys.stdin).get("Origin") or {}).get("Hash", ""))' <<<"$info")
+  date=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["Time"])' <<<"$info")
+  minor=${v#v1.}; minor=${minor%%.*}
+  local p out="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    out+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    out+=" -X $p.gitCommit=$commit -X $p.buildDate=$date"
+  done
+  echo "$out"
+}
+if [ ! -x "$tools_cache/kubernetes-$k8s_version-$(go env GOVERSION)/kube-apiserver" ] ||
+   [ ! -x "$tools_cache/kubernetes-$k8s_version-$(go env GOVERSION)/kubectl" ]; then
+  ldflags=$(k8s_ldflags "$k8s_version")
+fi
+go_tool kubernetes "$k8s_version" "$here/tools/kubernetes" "kube-apiserver kubectl" \
+  -tags selinux,notest,grpcnotrace -ldflags "${ldflags:-}" \
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+echo "deps: kube-apiserver $("$here/.deps/bin/kube-apiserver" --version | awk '{print $2}'), kubectl $("$here/.deps/bin/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')" >&2
 echo "deps: ok" >&2

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash e2e/deps.sh
+# Helm (the API-server tests render the chart's RBAC with it) and the chart checks' validators.
+bash e2e/chart/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets

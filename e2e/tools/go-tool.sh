@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# go_tool NAME VERSION MODULE_DIR OUT_NAMES GO_BUILD_ARGS…
+# go_tool NAME VERSION MODULE_DIR OUTPUTS GO_BUILD_ARGS…
+# OUTPUTS: the binaries to keep, space-separated; `etcd=server` keeps Go's `server` as `etcd`.
 # Builds Go programs from a wrapper module under e2e/tools/ (its go.mod pins the upstream module,
 # its go.sum is checked in) into a cache keyed by name, version and Go version, outside the work
 # tree, so a warm machine skips the build. Links the binaries into e2e/.deps/bin.
@@ -13,7 +14,7 @@ go_tool() {
   local gov; gov=$(go env GOVERSION)
   local dir="$tools_cache/$name-$version-$gov"
   local missing=0 o
-  for o in $outs; do [ -x "$dir/$o" ] || missing=1; done
+  for o in $outs; do [ -x "$dir/${o%%=*}" ] || missing=1; done
   if [ "$missing" = 1 ]; then
     echo "deps: building $name $version with $gov (cached in $dir; a cold build takes minutes)…" >&2
     local start=$SECONDS tmp="$dir.tmp.$$"
@@ -21,11 +22,12 @@ go_tool() {
     # -mod=readonly: the checked-in go.sum must already hold every module; nothing is re-resolved.
     (cd "$moddir" && CGO_ENABLED=${CGO_ENABLED:-0} GOFLAGS=-mod=readonly go build -trimpath -o "$tmp/" "$@") || {
       rm -rf "$tmp"; echo "deps: building $name $version failed" >&2; return 1; }
+    for o in $outs; do case $o in *=*) mv "$tmp/${o#*=}" "$tmp/${o%%=*}" ;; esac; done
     rm -rf "$dir"; mv "$tmp" "$dir"
     echo "deps: built $name $version in $((SECONDS - start)) s" >&2
   fi
   mkdir -p "$deps_bin"
-  for o in $outs; do ln -sfn "$dir/$o" "$deps_bin/$o"; done
+  for o in $outs; do ln -sfn "$dir/${o%%=*}" "$deps_bin/${o%%=*}"; done
 }
 
 # The module version a wrapper's go.mod requires.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use crate::process::{Daemon, free_port, wait_until};
+use crate::process::{Daemon, free_port, log_tail as tail, wait_until};
 
 /// The chart's Kubo daemon flags (`ipfs-image.kuboContainer` in `_helpers.tpl`).
 pub const KUBO_DAEMON_ARGS: &[&str] = &[
@@ -312,10 +312,4 @@ fn configure(
         c["Addresses"]["API"]
     );
     Ok(())
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

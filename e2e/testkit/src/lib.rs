@@ -8,6 +8,7 @@ mod containerd;
 pub mod fake_api;
 mod images;
 mod ipfs;
+mod kube_api;
 mod netns;
 mod process;
 mod proxy;
@@ -19,6 +20,7 @@ pub use images::{
     PushFormat, TestImage, add_noise_layers, build_busybox_layout, noise, push_layout,
 };
 pub use ipfs::{IpfsDaemon, IpfsNet, KUBO_DAEMON_ARGS, kubo_binary, kubo_version};
+pub use kube_api::{KubeApi, deps_binary, kube_apiserver_version};
 pub use netns::{NetNode, Netns, TestNet};
 pub use process::{Daemon, free_port, wait_until, wait_until_async};
 pub use proxy::{Answer, HttpProxy};

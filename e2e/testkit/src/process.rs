@@ -202,3 +202,10 @@ where
         None => bail!("{what} not ready after {timeout:?}"),
     }
 }
+
+/// The last 30 lines of a daemon's log, for error messages.
+pub(crate) fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}

@@ -1,0 +1,329 @@
+//! Against a real kube-apiserver with etcd (testkit::KubeApi): the CRD's own validation, the
+//! examples, and the operator binary — with only the rights the chart's RBAC grants its
+//! ServiceAccount — taking an IpfsImage from Pending to Ready against a real registry and Kubo,
+//! then unpinning it on delete. Assertions are on what the API server stores and Kubo reports.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ipfs_oci::content_id::parse_cid;
+use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
+use serde_json::Value;
+use testkit::{
+    Daemon, IpfsDaemon, KubeApi, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
+    free_port, push_layout, wait_until, workspace_root,
+};
+
+const NAMESPACE: &str = "ipfs-image";
+
+fn install_crd(api: &KubeApi) {
+    let crd = workspace_root().join("crds/ipfsimage.dev_ipfsimages.yaml");
+    api.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])
+        .unwrap();
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/ipfsimages.ipfsimage.dev",
+        "--timeout=60s",
+    ])
+    .unwrap();
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn the_crd_validates_on_a_real_api_server() {
+    let api = KubeApi::start().unwrap();
+    install_crd(&api);
+    api.kubectl(&["create", "namespace", "team-a"]).unwrap();
+
+    // Every example is accepted as it is.
+    let examples = workspace_root().join("manifests/examples");
+    let mut applied = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        api.kubectl(&["apply", "-n", "team-a", "-f", &path.display().to_string()])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        applied += 1;
+    }
+    assert!(applied >= 3, "examples applied: {applied}");
+
+    // Invalid objects are refused by the server, with the CRD's own messages.
+    let dir = tempfile::tempdir().unwrap();
+    let object = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: {name}\n  namespace: team-a\nspec:\n{spec}"
+        )
+    };
+    let cid = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+    let cases = [
+        (
+            "both",
+            format!("  source: docker.io/library/busybox:1.36\n  cid: {cid}\n"),
+            "exactly one of spec.source or spec.cid must be set",
+        ),
+        (
+            "neither",
+            "  mirror: true\n".to_owned(),
+            "exactly one of spec.source or spec.cid must be set",
+        ),
+        (
+            "platforms-with-cid",
+            format!("  cid: {cid}\n  platforms: [linux/amd64]\n"),
+            "platforms and estargz apply to spec.source only",
+        ),
+        (
+            "bad-duration",
+            "  source: docker.io/library/busybox:1.36\n  recheckInterval: soon\n".to_owned(),
+            "spec.recheckInterval",
+        ),
+        (
+            "short-duration",
+            "  source: docker.io/library/busybox:1.36\n  recheckInterval: 10s\n".to_owned(),
+            "recheckInterval must be 0s (off) or at least 1m",
+        ),
+        ("bad-cid", "  cid: not-a-cid\n".to_owned(), "spec.cid"),
+    ];
+    for (name, spec, message) in cases {
+        let file = write(dir.path(), &format!("{name}.yaml"), &object(name, &spec));
+        let out = api.kubectl_as(None, &["create", "-f", &file]).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(
+            stderr.contains(message),
+            "{name}: the server's refusal lacks {message:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("Invalid value") || stderr.contains("is invalid"),
+            "{name}: {stderr}"
+        );
+    }
+    // None of them was stored.
+    let stored: Value = serde_json::from_str(
+        &api.kubectl(&["get", "ipfsimg", "-n", "team-a", "-o", "json"])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["items"].as_array().unwrap().len(), applied);
+}
+
+/// The chart's ServiceAccounts and RBAC, rendered with `helm template` and applied.
+fn install_chart_rbac(api: &KubeApi) {
+    let helm = workspace_root().join("e2e/.deps/helm/bin/helm");
+    assert!(
+        helm.exists(),
+        "no helm at {}: run bash e2e/chart/deps.sh",
+        helm.display()
+    );
+    let out = Command::new(&helm)
+        .args(["template", "ipfs-image"])
+        .arg(workspace_root().join("charts/ipfs-image"))
+        .args(["--namespace", NAMESPACE])
+        .args(["--show-only", "templates/serviceaccounts.yaml"])
+        .args(["--show-only", "templates/rbac.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "rbac.yaml",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    api.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
+    api.kubectl(&["apply", "-f", &file]).unwrap();
+}
+
+fn get(api: &KubeApi, namespace: &str, name: &str) -> Option<Value> {
+    let out = api
+        .kubectl_as(
+            None,
+            &["get", "ipfsimg", "-n", namespace, name, "-o", "json"],
+        )
+        .unwrap();
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn wait_ready(api: &KubeApi, operator_log: &Path, namespace: &str, name: &str) -> Value {
+    let mut last = None;
+    let ready = wait_until(&format!("{name} Ready"), Duration::from_secs(120), || {
+        last = get(api, namespace, name);
+        Ok(last.as_ref().and_then(|o| o["status"]["phase"].as_str()) == Some("Ready"))
+    });
+    if let Err(e) = ready {
+        panic!(
+            "{e:#}\nobject: {last:#?}\noperator log:\n{}",
+            std::fs::read_to_string(operator_log).unwrap_or_default()
+        );
+    }
+    last.unwrap()
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition: {obj:#}"))
+}
+
+fn operator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator"))
+}
+
+#[test]
+fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
+    let api = KubeApi::start().unwrap();
+    install_crd(&api);
+    install_chart_rbac(&api);
+    api.kubectl(&["create", "namespace", "team-a"]).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_busybox_layout(dir.path()).unwrap();
+    let registry = Registry::start().unwrap();
+    push_layout(
+        &layout,
+        TestImage::AMD64,
+        &registry,
+        "test/busybox:1",
+        PushFormat::Oci,
+    )
+    .unwrap();
+    let ipfs = IpfsDaemon::start().unwrap();
+    let kubo = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
+
+    // The operator binary as its ServiceAccount: exactly the chart's rights.
+    let kubeconfig = api
+        .service_account(NAMESPACE, "ipfs-image-operator")
+        .unwrap();
+    let log = dir.path().join("operator.log");
+    let mut cmd = Command::new(operator_bin());
+    cmd.env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", NAMESPACE)
+        .env("POD_NAME", "ipfs-image-operator-test")
+        .args(["--ipfs-api", &ipfs.api_url, "run"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--plain-http-registry", &registry.addr])
+        .args(["--error-backoff", "1s", "--max-backoff", "5s"])
+        // No Pod of its own to publish a peer on in this test.
+        .args(["--publish-peer", "false"]);
+    let _operator = Daemon::spawn("ipfs-image-operator", cmd, &log).unwrap();
+
+    let source = format!("{}/test/busybox:1", registry.addr);
+    let manifest = |name: &str| {
+        format!(
+            "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: {name}\n  namespace: team-a\nspec:\n  source: {source}\n"
+        )
+    };
+    let first = write(dir.path(), "first.yaml", &manifest("first"));
+    api.kubectl(&["apply", "-f", &first]).unwrap();
+    let ready = wait_ready(&api, &log, "team-a", "first");
+
+    // What the API server stored.
+    let status = &ready["status"];
+    let cid = status["cid"].as_str().expect("status.cid");
+    assert!(parse_cid(cid).is_ok(), "{cid}");
+    assert_eq!(status["image"], format!("localhost:5050/ipfs/{cid}"));
+    assert!(
+        status["sourceDigest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(
+        status["observedGeneration"],
+        ready["metadata"]["generation"]
+    );
+    for kind in ["Imported", "Pinned", "Ready"] {
+        let c = condition(&ready, kind);
+        assert_eq!(c["status"], "True", "{c}");
+        assert!(!c["reason"].as_str().unwrap_or_default().is_empty(), "{c}");
+        assert_eq!(
+            c["observedGeneration"], ready["metadata"]["generation"],
+            "{c}"
+        );
+    }
+    assert_eq!(
+        ready["metadata"]["finalizers"],
+        serde_json::json!(["ipfsimage.dev/unpin"])
+    );
+    let events: Value = serde_json::from_str(
+        &api.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "team-a",
+            "-o",
+            "json",
+            "--field-selector",
+            "regarding.name=first",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        !reasons.is_empty(),
+        "the operator recorded Events: {events:#}"
+    );
+    let layout_cid = parse_cid(status["layoutCid"].as_str().expect("layoutCid")).unwrap();
+    assert!(block_on(kubo.is_pinned(&layout_cid)).unwrap());
+
+    // A second object with the same source holds the same CID: deleting the first keeps it.
+    let second = write(dir.path(), "second.yaml", &manifest("second"));
+    api.kubectl(&["apply", "-f", &second]).unwrap();
+    let second_ready = wait_ready(&api, &log, "team-a", "second");
+    assert_eq!(second_ready["status"]["cid"], cid);
+    api.kubectl(&[
+        "delete",
+        "ipfsimg",
+        "-n",
+        "team-a",
+        "first",
+        "--timeout=60s",
+    ])
+    .unwrap();
+    assert!(
+        get(&api, "team-a", "first").is_none(),
+        "the finalizer was removed"
+    );
+    assert!(
+        block_on(kubo.is_pinned(&layout_cid)).unwrap(),
+        "still pinned: the second object holds it"
+    );
+    api.kubectl(&[
+        "delete",
+        "ipfsimg",
+        "-n",
+        "team-a",
+        "second",
+        "--timeout=60s",
+    ])
+    .unwrap();
+    assert!(get(&api, "team-a", "second").is_none());
+    assert!(
+        !block_on(kubo.is_pinned(&layout_cid)).unwrap(),
+        "unpinned once no object holds it"
+    );
+    eprintln!(
+        "apiserver: operator test passed against {}",
+        testkit::kube_apiserver_version()
+    );
+}
