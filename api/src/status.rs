@@ -125,7 +125,38 @@ pub struct NodeStatus {
     pub last_transition_time: Option<Time>,
 }
 
+/// The status fields the operator owns: everything but `nodes`.
+pub const OPERATOR_FIELDS: &[&str] = &[
+    "phase",
+    "cid",
+    "image",
+    "layoutCid",
+    "sourceDigest",
+    "lastCheckTime",
+    "size",
+    "platforms",
+    "conditions",
+    "observedGeneration",
+];
+
 impl IpfsImageStatus {
+    /// The operator's fields as the body of a JSON merge patch of `status`: each one it owns,
+    /// set or explicitly `null`. A merge patch keeps every field it leaves out, so without the
+    /// nulls a field the operator stopped setting (`sourceDigest` after a switch from `source`
+    /// to `cid`, say) would stay forever. `nodes` is never sent: it belongs to the agents.
+    pub fn operator_merge_patch(&self) -> serde_json::Value {
+        let mut fields = serde_json::to_value(IpfsImageStatus {
+            nodes: Vec::new(),
+            ..self.clone()
+        })
+        .expect("status serializes");
+        let map = fields.as_object_mut().expect("status is an object");
+        for name in OPERATOR_FIELDS {
+            map.entry(*name).or_insert(serde_json::Value::Null);
+        }
+        fields
+    }
+
     /// Nodes whose entry reports a pin of `cid` (the current image).
     pub fn pinned_nodes<'a>(&'a self, cid: &'a str) -> impl Iterator<Item = &'a NodeStatus> {
         self.nodes
@@ -181,6 +212,52 @@ mod tests {
             serde_json::to_string(&IpfsImageStatus::default()).unwrap(),
             "{}"
         );
+    }
+
+    #[test]
+    fn the_operator_patch_names_every_field_but_nodes_and_nulls_the_unset_ones() {
+        let full = IpfsImageStatus {
+            phase: Some(Phase::Ready),
+            cid: Some("c".into()),
+            image: Some("i".into()),
+            layout_cid: Some("l".into()),
+            source_digest: Some("d".into()),
+            last_check_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            size: Some(1),
+            platforms: vec!["linux/amd64".into()],
+            nodes: vec![node("n1", "c", true)],
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Pinned".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            }],
+            observed_generation: Some(1),
+        };
+        // Every field is in OPERATOR_FIELDS, except the agents' `nodes`.
+        let all = serde_json::to_value(&full).unwrap();
+        let mut names: Vec<&str> = all
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.retain(|n| *n != "nodes");
+        names.sort();
+        let mut owned = OPERATOR_FIELDS.to_vec();
+        owned.sort();
+        assert_eq!(names, owned);
+        assert!(full.operator_merge_patch().get("nodes").is_none());
+        // An unset field is sent as null, so the merge patch clears it.
+        let patch = IpfsImageStatus {
+            source_digest: None,
+            ..full
+        }
+        .operator_merge_patch();
+        assert_eq!(patch["sourceDigest"], serde_json::Value::Null);
+        assert_eq!(patch["cid"], "c");
     }
 
     #[test]

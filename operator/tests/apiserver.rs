@@ -291,6 +291,35 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     api.kubectl(&["apply", "-f", &second]).unwrap();
     let second_ready = wait_ready(&api, &log, "team-a", "second");
     assert_eq!(second_ready["status"]["cid"], cid);
+    assert!(second_ready["status"]["lastCheckTime"].is_string());
+
+    // Switched from `source` to the same image by `cid`: adopted, and the fields that only a
+    // source has are cleared in what the server stores (a merge patch that leaves a field out
+    // would keep it).
+    api.kubectl(&[
+        "patch",
+        "ipfsimg",
+        "-n",
+        "team-a",
+        "second",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"source":null,"cid":"{cid}"}}}}"#),
+    ])
+    .unwrap();
+    let adopted = wait_until("second adopted", Duration::from_secs(120), || {
+        let o = get(&api, "team-a", "second").unwrap();
+        Ok(o["status"]["observedGeneration"] == 2 && o["status"]["phase"] == "Ready")
+    });
+    let second_adopted = get(&api, "team-a", "second").unwrap();
+    adopted.unwrap_or_else(|e| panic!("{e:#}: {second_adopted:#}"));
+    assert_eq!(second_adopted["status"]["cid"], cid);
+    assert_eq!(condition(&second_adopted, "Imported")["reason"], "Adopted");
+    assert!(
+        second_adopted["status"].get("lastCheckTime").is_none(),
+        "a CID has no tag to re-check: {:#}",
+        second_adopted["status"]
+    );
     api.kubectl(&[
         "delete",
         "ipfsimg",

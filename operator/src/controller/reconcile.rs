@@ -380,6 +380,8 @@ async fn apply_cid<S: IpfsStore>(
     next.image = Some(ipfs_image_reference(&ctx.config.mirror_host, &cid));
     next.layout_cid = Some(layout.clone());
     next.source_digest = adopted.source_digest.map(|d| d.to_string());
+    // An adopted CID has no tag to re-check.
+    next.last_check_time = None;
     next.size = Some(i64::try_from(adopted.total_size).unwrap_or(i64::MAX));
     next.platforms = adopted.platforms;
     next.observed_generation = generation;
@@ -724,8 +726,6 @@ async fn patch_status<S: IpfsStore>(
     ctx: &Context<S>,
     status: &IpfsImageStatus,
 ) -> Result<()> {
-    let mut status = status.clone();
-    status.nodes.clear(); // agents own their entries: a merge patch with `nodes` would replace the list
     let api: Api<IpfsImage> = Api::namespaced(
         ctx.client.clone(),
         &obj.namespace().unwrap_or_else(|| "default".into()),
@@ -737,7 +737,7 @@ async fn patch_status<S: IpfsStore>(
     api.patch_status(
         &obj.name_any(),
         &params,
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(json!({ "status": status.operator_merge_patch() })),
     )
     .await?;
     Ok(())

@@ -283,9 +283,14 @@ pub fn with_status(obj: &IpfsImage, status: IpfsImageStatus) -> IpfsImage {
     o
 }
 
-/// The status a status patch carried.
+/// The status a status patch carried, as the server stores it: a merge patch's `null` removes
+/// the field.
 pub fn patched_status(c: &Captured) -> IpfsImageStatus {
-    serde_json::from_value(c.body["status"].clone()).expect("status patch deserializes")
+    let mut status = c.body["status"].clone();
+    if let Some(map) = status.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    serde_json::from_value(status).expect("status patch deserializes")
 }
 
 pub fn condition<'a>(
