@@ -11,8 +11,7 @@ use ipfs_oci::content_id::parse_cid;
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use serde_json::Value;
 use testkit::{
-    Daemon, IpfsDaemon, KubeApi, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
-    free_port, push_layout, wait_until, workspace_root,
+    Daemon, IpfsDaemon, KubeApi, Registry, block_on, free_port, wait_until, workspace_root,
 };
 
 const NAMESPACE: &str = "ipfs-image";
@@ -183,6 +182,53 @@ fn operator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator"))
 }
 
+/// The operator binary (`run`) as the identity of `kubeconfig`, one replica named `pod`.
+struct Operator {
+    metrics: String,
+    daemon: Daemon,
+}
+
+impl Operator {
+    fn start(
+        kubeconfig: &Path,
+        pod: &str,
+        ipfs: &IpfsDaemon,
+        registry: &Registry,
+        log: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(operator_bin());
+        cmd.env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", NAMESPACE)
+            .env("POD_NAME", pod)
+            .args(["--ipfs-api", &ipfs.api_url, "run"])
+            .args(["--metrics-listen", &metrics])
+            .args(["--plain-http-registry", &registry.addr])
+            .args(["--error-backoff", "1s", "--max-backoff", "5s"])
+            // No Pod of its own to publish a peer on in these tests.
+            .args(["--publish-peer", "false"])
+            .args(extra);
+        let daemon = Daemon::spawn("ipfs-image-operator", cmd, log).unwrap();
+        Self { metrics, daemon }
+    }
+
+    /// `ipfs_image_operator_leader`, or `None` while /metrics does not answer.
+    fn leader_gauge(&self) -> Option<f64> {
+        let text = testkit::http_client(Duration::from_secs(2))
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        Some(testkit::sum_metric(
+            &text,
+            "ipfs_image_operator_leader",
+            &[],
+        ))
+    }
+}
+
 #[test]
 fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     let api = KubeApi::start().unwrap();
@@ -191,16 +237,7 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     api.kubectl(&["create", "namespace", "team-a"]).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let layout = build_busybox_layout(dir.path()).unwrap();
-    let registry = Registry::start().unwrap();
-    push_layout(
-        &layout,
-        TestImage::AMD64,
-        &registry,
-        "test/busybox:1",
-        PushFormat::Oci,
-    )
-    .unwrap();
+    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
     let ipfs = IpfsDaemon::start().unwrap();
     let kubo = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
 
@@ -209,17 +246,14 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
         .service_account(NAMESPACE, "ipfs-image-operator")
         .unwrap();
     let log = dir.path().join("operator.log");
-    let mut cmd = Command::new(operator_bin());
-    cmd.env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", NAMESPACE)
-        .env("POD_NAME", "ipfs-image-operator-test")
-        .args(["--ipfs-api", &ipfs.api_url, "run"])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--plain-http-registry", &registry.addr])
-        .args(["--error-backoff", "1s", "--max-backoff", "5s"])
-        // No Pod of its own to publish a peer on in this test.
-        .args(["--publish-peer", "false"]);
-    let _operator = Daemon::spawn("ipfs-image-operator", cmd, &log).unwrap();
+    let _operator = Operator::start(
+        &kubeconfig,
+        "ipfs-image-operator-test",
+        &ipfs,
+        &registry,
+        &log,
+        &[],
+    );
 
     let source = format!("{}/test/busybox:1", registry.addr);
     let manifest = |name: &str| {
@@ -354,5 +388,96 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     eprintln!(
         "apiserver: operator test passed against {}",
         testkit::kube_apiserver_version()
+    );
+}
+
+/// The holder of the operator's Lease, as the API server stores it.
+fn lease_holder(api: &KubeApi) -> Option<String> {
+    let out = api
+        .kubectl_as(
+            None,
+            &[
+                "get",
+                "lease",
+                "-n",
+                NAMESPACE,
+                "ipfs-image-operator",
+                "-o",
+                "json",
+            ],
+        )
+        .unwrap();
+    let lease: Value = serde_json::from_slice(&out.stdout).ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
+    let api = KubeApi::start().unwrap();
+    install_crd(&api);
+    install_chart_rbac(&api);
+    api.kubectl(&["create", "namespace", "team-a"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
+    let ipfs = IpfsDaemon::start().unwrap();
+    let kubeconfig = api
+        .service_account(NAMESPACE, "ipfs-image-operator")
+        .unwrap();
+    const LEASE: Duration = Duration::from_secs(6);
+    const RENEW: Duration = Duration::from_secs(2);
+    let timing = ["--lease-duration", "6s", "--lease-renew-interval", "2s"];
+    let mut replicas: Vec<(String, Operator)> = ["op-a", "op-b"]
+        .into_iter()
+        .map(|name| {
+            let log = dir.path().join(format!("{name}.log"));
+            let op = Operator::start(&kubeconfig, name, &ipfs, &registry, &log, &timing);
+            (name.to_owned(), op)
+        })
+        .collect();
+
+    // One leader: the Lease names it, and exactly that replica says it leads.
+    wait_until("a leader", Duration::from_secs(60), || {
+        let Some(holder) = lease_holder(&api) else {
+            return Ok(false);
+        };
+        let gauges: Vec<Option<f64>> = replicas.iter().map(|(_, op)| op.leader_gauge()).collect();
+        Ok(replicas
+            .iter()
+            .zip(&gauges)
+            .all(|((name, _), g)| *g == Some(if *name == holder { 1.0 } else { 0.0 })))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; lease holder {:?}", lease_holder(&api)));
+    let leader = lease_holder(&api).unwrap();
+    let index = replicas.iter().position(|(n, _)| *n == leader).unwrap();
+    let (_, mut killed) = replicas.remove(index);
+    let (survivor, standby) = &replicas[0];
+
+    // The leader dies without a word (SIGKILL): the other takes over once the Lease lapses.
+    let killed_at = std::time::Instant::now();
+    killed.daemon.kill();
+    wait_until("the standby takes over", LEASE * 3, || {
+        Ok(lease_holder(&api).as_deref() == Some(survivor.as_str())
+            && standby.leader_gauge() == Some(1.0))
+    })
+    .unwrap();
+    let took = killed_at.elapsed();
+    eprintln!("leader: {leader} killed, {survivor} leads after {took:?}");
+    assert!(
+        took <= LEASE + RENEW + Duration::from_secs(2),
+        "handover took {took:?}, more than the lease ({LEASE:?}) and one renew interval"
+    );
+
+    // And the new leader reconciles.
+    let manifest = format!(
+        "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: after\n  namespace: team-a\nspec:\n  source: {}/test/busybox:1\n",
+        registry.addr
+    );
+    let file = write(dir.path(), "after.yaml", &manifest);
+    api.kubectl(&["apply", "-f", &file]).unwrap();
+    wait_ready(
+        &api,
+        &dir.path().join(format!("{survivor}.log")),
+        "team-a",
+        "after",
     );
 }

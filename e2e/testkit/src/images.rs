@@ -217,6 +217,21 @@ pub enum PushFormat {
     OciIndex,
 }
 
+/// A registry holding the busybox test image as `test/busybox:1` (OCI media types), its layout
+/// built under `dir`. Returns the registry and the layout (for more tags).
+pub fn registry_with_busybox(dir: &Path) -> Result<(Registry, PathBuf)> {
+    let layout = build_busybox_layout(dir)?;
+    let registry = Registry::start()?;
+    push_layout(
+        &layout,
+        TestImage::AMD64,
+        &registry,
+        "test/busybox:1",
+        PushFormat::Oci,
+    )?;
+    Ok((registry, layout))
+}
+
 /// `skopeo copy` a tag of the layout to `registry/<repo_tag>`.
 pub fn push_layout(
     layout: &Path,

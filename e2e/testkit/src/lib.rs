@@ -18,6 +18,7 @@ pub use agent::{Agent, sum_metric};
 pub use containerd::Containerd;
 pub use images::{
     PushFormat, TestImage, add_noise_layers, build_busybox_layout, noise, push_layout,
+    registry_with_busybox,
 };
 pub use ipfs::{IpfsDaemon, IpfsNet, KUBO_DAEMON_ARGS, kubo_binary, kubo_version};
 pub use kube_api::{KubeApi, deps_binary, kube_apiserver_version};
