@@ -229,16 +229,48 @@ impl Operator {
     }
 }
 
+/// A real API server with the CRD, the chart's ServiceAccounts and RBAC and a `team-a`
+/// namespace; a registry holding busybox; Kubo.
+struct World {
+    api: KubeApi,
+    dir: tempfile::TempDir,
+    registry: Registry,
+    ipfs: IpfsDaemon,
+}
+
+impl World {
+    fn start() -> Self {
+        let api = KubeApi::start().unwrap();
+        install_crd(&api);
+        install_chart_rbac(&api);
+        api.kubectl(&["create", "namespace", "team-a"]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
+        let ipfs = IpfsDaemon::start().unwrap();
+        Self {
+            api,
+            dir,
+            registry,
+            ipfs,
+        }
+    }
+}
+
+/// An IpfsImage in `team-a` importing `source`.
+fn ipfs_image(name: &str, source: &str) -> String {
+    format!(
+        "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: {name}\n  namespace: team-a\nspec:\n  source: {source}\n"
+    )
+}
+
 #[test]
 fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
-    let api = KubeApi::start().unwrap();
-    install_crd(&api);
-    install_chart_rbac(&api);
-    api.kubectl(&["create", "namespace", "team-a"]).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
-    let ipfs = IpfsDaemon::start().unwrap();
+    let World {
+        api,
+        dir,
+        registry,
+        ipfs,
+    } = World::start();
     let kubo = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
 
     // The operator binary as its ServiceAccount: exactly the chart's rights.
@@ -256,11 +288,7 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     );
 
     let source = format!("{}/test/busybox:1", registry.addr);
-    let manifest = |name: &str| {
-        format!(
-            "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: {name}\n  namespace: team-a\nspec:\n  source: {source}\n"
-        )
-    };
+    let manifest = |name: &str| ipfs_image(name, &source);
     let first = write(dir.path(), "first.yaml", &manifest("first"));
     api.kubectl(&["apply", "-f", &first]).unwrap();
     let ready = wait_ready(&api, &log, "team-a", "first");
@@ -413,13 +441,12 @@ fn lease_holder(api: &KubeApi) -> Option<String> {
 
 #[test]
 fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
-    let api = KubeApi::start().unwrap();
-    install_crd(&api);
-    install_chart_rbac(&api);
-    api.kubectl(&["create", "namespace", "team-a"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
-    let ipfs = IpfsDaemon::start().unwrap();
+    let World {
+        api,
+        dir,
+        registry,
+        ipfs,
+    } = World::start();
     let kubeconfig = api
         .service_account(NAMESPACE, "ipfs-image-operator")
         .unwrap();
@@ -468,11 +495,8 @@ fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
     );
 
     // And the new leader reconciles.
-    let manifest = format!(
-        "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: after\n  namespace: team-a\nspec:\n  source: {}/test/busybox:1\n",
-        registry.addr
-    );
-    let file = write(dir.path(), "after.yaml", &manifest);
+    let source = format!("{}/test/busybox:1", registry.addr);
+    let file = write(dir.path(), "after.yaml", &ipfs_image("after", &source));
     api.kubectl(&["apply", "-f", &file]).unwrap();
     wait_ready(
         &api,
