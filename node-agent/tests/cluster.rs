@@ -22,10 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::{Value, json};
 use testkit::fake_api::{FakeApi, WAIT};
-use testkit::{
-    IpfsDaemon, IpfsNet, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
-    push_layout,
-};
+use testkit::{IpfsDaemon, IpfsNet, Registry, block_on};
 use tokio::sync::mpsc;
 
 const IMAGES: &str = "/apis/ipfsimage.dev/v1alpha1/ipfsimages";
@@ -142,16 +139,7 @@ struct Converted {
 /// A real image converted into `daemon` (then unpinned: the agent is to pin it).
 fn convert_busybox(daemon: &IpfsDaemon) -> Converted {
     let dir = tempfile::tempdir().unwrap();
-    let layout = build_busybox_layout(dir.path()).unwrap();
-    let registry = Registry::start().unwrap();
-    push_layout(
-        &layout,
-        TestImage::AMD64,
-        &registry,
-        "test/busybox:1",
-        PushFormat::Oci,
-    )
-    .unwrap();
+    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
     let client = KuboClient::new(&daemon.api_url, KuboOptions::default()).unwrap();
     let source = format!("{}/test/busybox:1", registry.addr);
     let plain = SourceRegistry::new(&SourceOptions {

@@ -12,8 +12,7 @@ use ipfs_oci::digest::Digest;
 use ipfs_oci::ipfs::{KuboClient, KuboOptions};
 use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use testkit::{
-    Agent, Containerd, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
-    push_layout,
+    Agent, Containerd, IpfsDaemon, PushFormat, Registry, TestImage, block_on, push_layout,
 };
 
 fn agent_bin() -> PathBuf {
@@ -44,16 +43,7 @@ fn registry_digest(registry: &Registry, repo_tag: &str) -> String {
 /// Registry with test images, IPFS holding `test/busybox:1`, containerd.
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let layout = build_busybox_layout(dir.path()).unwrap();
-    let registry = Registry::start().unwrap();
-    push_layout(
-        &layout,
-        TestImage::AMD64,
-        &registry,
-        "test/busybox:1",
-        PushFormat::Oci,
-    )
-    .unwrap();
+    let (registry, layout) = testkit::registry_with_busybox(dir.path()).unwrap();
     push_layout(
         &layout,
         TestImage::LAYERED,

@@ -210,16 +210,7 @@ fn comparable(toc: &Toc) -> Vec<Value> {
 #[test]
 fn estargz_images_are_pulled_and_run_by_containerd_and_ctr_remote_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = build_busybox_layout(dir.path()).unwrap();
-    let registry = Registry::start().unwrap();
-    push_layout(
-        &layout,
-        TestImage::AMD64,
-        &registry,
-        "test/busybox:1",
-        PushFormat::Oci,
-    )
-    .unwrap();
+    let (registry, layout) = testkit::registry_with_busybox(dir.path()).unwrap();
     push_layout(
         &layout,
         TestImage::LAYERED,

@@ -30,16 +30,7 @@ fn agent_bin() -> PathBuf {
 /// The busybox image converted into a fresh IPFS daemon: (daemon, root CID, layer digest, size).
 fn converted_image() -> (IpfsDaemon, String, Digest, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let layout = build_busybox_layout(dir.path()).unwrap();
-    let registry = Registry::start().unwrap();
-    push_layout(
-        &layout,
-        TestImage::AMD64,
-        &registry,
-        "test/busybox:1",
-        PushFormat::Oci,
-    )
-    .unwrap();
+    let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
     let ipfs = IpfsDaemon::start().unwrap();
     let client = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
     let source = SourceRegistry::new(&SourceOptions {
