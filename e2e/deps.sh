@@ -2,8 +2,8 @@
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
 # Debian packages (registry, image tools, containerd, runc, protoc, openssl), and, built from their
 # Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by version outside the work
-# tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and the Kubernetes
-# control plane (kube-apiserver, kubectl) the API tests run against.
+# tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and Kubernetes: the
+# control plane the API tests run against and the node e2e/node runs (kubelet, kube-proxy…).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2 openssl)
@@ -51,12 +51,14 @@ k8s_ldflags() {
   done
   echo "$out"
 }
-if [ ! -x "$tools_cache/kubernetes-$k8s_version-$(go env GOVERSION)/kube-apiserver" ] ||
-   [ ! -x "$tools_cache/kubernetes-$k8s_version-$(go env GOVERSION)/kubectl" ]; then
-  ldflags=$(k8s_ldflags "$k8s_version")
-fi
-go_tool kubernetes "$k8s_version" "$here/tools/kubernetes" "kube-apiserver kubectl" \
-  -tags selinux,notest,grpcnotrace -ldflags "${ldflags:-}" \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-echo "deps: kube-apiserver $("$here/.deps/bin/kube-apiserver" --version | awk '{print $2}'), kubectl $("$here/.deps/bin/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')" >&2
+# The control plane and the node (e2e/node): one build compiles their shared packages once.
+k8s_bins="kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy"
+for b in $k8s_bins; do
+  [ -x "$tools_cache/kubernetes-$k8s_version-$(go env GOVERSION)/$b" ] || ldflags=$(k8s_ldflags "$k8s_version")
+done
+k8s_pkgs=()
+for b in $k8s_bins; do k8s_pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+go_tool kubernetes "$k8s_version" "$here/tools/kubernetes" "$k8s_bins" \
+  -tags selinux,notest,grpcnotrace -ldflags "${ldflags:-}" "${k8s_pkgs[@]}"
+echo "deps: kube-apiserver $("$here/.deps/bin/kube-apiserver" --version | awk '{print $2}'), kubelet $("$here/.deps/bin/kubelet" --version | awk '{print $2}'), kubectl $("$here/.deps/bin/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')" >&2
 echo "deps: ok" >&2
