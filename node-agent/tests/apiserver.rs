@@ -381,6 +381,15 @@ fn the_agent_binary_keeps_catalog_pins_and_its_status_entries() {
         .unwrap()
         .into_iter()
         .filter(|e| e["verb"] == "patch")
+        .inspect(|e| {
+            // Server-side apply under this node's own manager, forced (no conflicts to retry).
+            let uri = e["requestURI"].as_str().unwrap();
+            assert!(
+                uri.contains("fieldManager=ipfs-image-agent-node-1"),
+                "{uri}"
+            );
+            assert!(uri.contains("force=true"), "{uri}");
+        })
         .count();
     assert_eq!(writes, 4, "one write per change");
 }
