@@ -275,6 +275,8 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
         !block_on(kubo.is_pinned(&layout_cid)).unwrap(),
         "unpinned once no object holds it"
     );
+    // Every call it made is one the chart grants, and none was refused.
+    kube_world::assert_calls_granted(api, kube_world::OPERATOR_SA, &kube_world::OPERATOR_GRANTS);
     eprintln!(
         "apiserver: operator test passed against {}",
         testkit::kube_apiserver_version()
@@ -363,4 +365,5 @@ fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
         "team-a",
         "after",
     );
+    kube_world::assert_calls_granted(api, kube_world::OPERATOR_SA, &kube_world::OPERATOR_GRANTS);
 }

@@ -192,3 +192,104 @@ impl OperatorProcess {
         Some(crate::sum_metric(&text, "ipfs_image_operator_leader", &[]))
     }
 }
+
+/// One permission: `(API group, resource[/subresource], verb)`.
+pub type Permission = (&'static str, &'static str, &'static str);
+
+/// What the chart grants a ServiceAccount: cluster-wide, and in [`RELEASE_NAMESPACE`] only.
+pub struct Grants {
+    pub cluster: &'static [Permission],
+    pub release_namespace: &'static [Permission],
+}
+
+/// The operator's rights: what its code calls (e2e/chart/assertions.py checks the same sets).
+pub const OPERATOR_GRANTS: Grants = Grants {
+    cluster: &[
+        ("ipfsimage.dev", "ipfsimages", "list"),
+        ("ipfsimage.dev", "ipfsimages", "watch"),
+        ("ipfsimage.dev", "ipfsimages", "patch"),
+        ("ipfsimage.dev", "ipfsimages/status", "patch"),
+        ("", "secrets", "get"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+    ],
+    release_namespace: &[
+        ("", "pods", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+    ],
+};
+
+/// The agents' rights.
+pub const AGENT_GRANTS: Grants = Grants {
+    cluster: &[
+        ("ipfsimage.dev", "ipfsimages", "list"),
+        ("ipfsimage.dev", "ipfsimages", "watch"),
+        ("ipfsimage.dev", "ipfsimages/status", "patch"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
+    ],
+    release_namespace: &[
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "patch"),
+    ],
+};
+
+impl Grants {
+    /// Whether a request for `permission` in `namespace` (`None`: cluster-wide or all
+    /// namespaces) falls under these grants.
+    pub fn allow(&self, permission: (&str, &str, &str), namespace: Option<&str>) -> bool {
+        self.cluster.contains(&permission)
+            || (namespace == Some(RELEASE_NAMESPACE)
+                && self.release_namespace.contains(&permission))
+    }
+}
+
+/// A request from the audit log: `(group, resource[/subresource], verb, namespace)`.
+pub type Call = (String, String, String, Option<String>);
+
+/// Every API call `user` made (resource requests only), and the events of those the server
+/// refused with 403.
+pub fn calls_of(
+    api: &KubeApi,
+    user: &str,
+) -> Result<(std::collections::BTreeSet<Call>, Vec<Value>)> {
+    let events = requests_by(api, user)?;
+    let refused = events
+        .iter()
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .cloned()
+        .collect();
+    let calls = events
+        .iter()
+        .filter_map(|e| {
+            let r = &e["objectRef"];
+            let mut resource = r["resource"].as_str()?.to_owned();
+            if let Some(sub) = r["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            Some((
+                r["apiGroup"].as_str().unwrap_or("").to_owned(),
+                resource,
+                e["verb"].as_str()?.to_owned(),
+                r["namespace"].as_str().map(str::to_owned),
+            ))
+        })
+        .collect();
+    Ok((calls, refused))
+}
+
+/// Fails unless every call ServiceAccount `sa` made was granted and none was refused.
+pub fn assert_calls_granted(api: &KubeApi, sa: &str, grants: &Grants) {
+    let (calls, refused) = calls_of(api, &sa_user(RELEASE_NAMESPACE, sa)).unwrap();
+    assert!(refused.is_empty(), "{sa} was refused: {refused:#?}");
+    assert!(!calls.is_empty(), "{sa} made no call at all");
+    for (group, resource, verb, ns) in &calls {
+        assert!(
+            grants.allow((group, resource, verb), ns.as_deref()),
+            "{sa} called {verb} {group}/{resource} in {ns:?}, which the grants do not list"
+        );
+    }
+}
