@@ -108,6 +108,8 @@ pub struct ChartWorld {
     pub api: KubeApi,
     pub dir: tempfile::TempDir,
     pub registry: Registry,
+    /// The OCI layout `registry` was filled from (to push other platforms of it).
+    pub layout: PathBuf,
     pub ipfs: IpfsDaemon,
 }
 
@@ -118,12 +120,13 @@ impl ChartWorld {
         install_crd(&api)?;
         install_chart_rbac(&api, dir.path())?;
         api.kubectl(&["create", "namespace", USER_NAMESPACE])?;
-        let (registry, _) = crate::registry_with_busybox(dir.path())?;
+        let (registry, layout) = crate::registry_with_busybox(dir.path())?;
         let ipfs = IpfsDaemon::start()?;
         Ok(Self {
             api,
             dir,
             registry,
+            layout,
             ipfs,
         })
     }
