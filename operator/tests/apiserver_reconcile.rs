@@ -1,7 +1,8 @@
 //! Reconcile scenarios of `reconcile.rs` that need no injected fault, on a real kube-apiserver
 //! with the operator binary as its ServiceAccount (only the chart's RBAC): bad input, pull
 //! Secrets and registry refusals become Failed with their reasons (and a retry that fails the
-//! same way writes nothing); a moved tag is re-imported on the re-check annotation; and SIGTERM
+//! same way writes nothing); a moved tag is re-imported on the re-check annotation; a CID is
+//! adopted into the very layout `convert` made; and SIGTERM
 //! hands the Lease back so that a standby leads at once. `reconcile.rs` keeps the scripted API
 //! for what a real server does not do on cue: a registry or Kubo outage at a chosen step, and
 //! exact request sequences.
@@ -10,8 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use ipfs_oci::content_id::parse_cid;
+use ipfs_oci::content_id::{parse_cid, to_base32};
+use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
+use ipfs_oci::source::{Reference, SourceOptions, SourceRegistry};
 use serde_json::{Value, json};
 use testkit::kube_world::{
     ChartWorld, OPERATOR_GRANTS, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE,
@@ -359,5 +362,63 @@ fn sigterm_hands_the_lease_back_and_a_standby_leads_at_once() {
         .unwrap()
         .unwrap();
     assert!(lease["spec"].get("holderIdentity").is_none(), "{lease:#}");
+    assert_calls_granted(api, OPERATOR_SA, &OPERATOR_GRANTS);
+}
+
+#[test]
+fn adopting_a_cid_verifies_and_pins_the_layout_convert_made() {
+    let world = ChartWorld::start().unwrap();
+    let api = &world.api;
+    // A two-platform image converted straight into the operator's Kubo, then unpinned.
+    push_layout(
+        &world.layout,
+        TestImage::MULTI,
+        &world.registry,
+        "test/multi:1",
+        PushFormat::OciIndex,
+    )
+    .unwrap();
+    let kubo = KuboClient::new(&world.ipfs.api_url, KuboOptions::default()).unwrap();
+    let plain = SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        ..Default::default()
+    });
+    let reference: Reference = format!("{}/test/multi:1", world.registry.addr)
+        .parse()
+        .unwrap();
+    let converted = block_on(async {
+        let image = convert(&kubo, &plain, &reference, &ConvertOptions::default())
+            .await
+            .unwrap();
+        kubo.pin_rm(&image.layout_cid).await.unwrap();
+        image
+    });
+    let cid = to_base32(&converted.root_cid);
+
+    let op = start_operator(&world, "op-adopt", &[]);
+    world
+        .apply("adopted", &image("adopted", json!({ "cid": cid })))
+        .unwrap();
+    let obj = wait_phase(&world, &op, "adopted", "Ready");
+    let status = &obj["status"];
+    assert_eq!(status["cid"], cid.as_str());
+    assert_eq!(
+        status["layoutCid"],
+        to_base32(&converted.layout_cid).as_str(),
+        "adoption rebuilds the very layout convert made"
+    );
+    assert_eq!(status["size"], converted.total_size);
+    assert_eq!(
+        status["sourceDigest"],
+        converted.source_digest.to_string().as_str()
+    );
+    assert_eq!(status["platforms"], json!(["linux/amd64", "linux/arm64"]));
+    assert_eq!(condition(&obj, "Imported")["reason"], "Adopted");
+    assert!(block_on(kubo.is_pinned(&converted.layout_cid)).unwrap());
+    assert!(
+        event_reasons(api, "adopted").contains(&("Normal".to_owned(), "Adopted".to_owned())),
+        "{:?}",
+        event_reasons(api, "adopted")
+    );
     assert_calls_granted(api, OPERATOR_SA, &OPERATOR_GRANTS);
 }
