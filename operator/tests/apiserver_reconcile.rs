@@ -2,10 +2,9 @@
 //! with the operator binary as its ServiceAccount (only the chart's RBAC): bad input, pull
 //! Secrets and registry refusals become Failed with their reasons (and a retry that fails the
 //! same way writes nothing); a moved tag is re-imported on the re-check annotation; a CID is
-//! adopted into the very layout `convert` made; and SIGTERM
-//! hands the Lease back so that a standby leads at once. `reconcile.rs` keeps the scripted API
-//! for what a real server does not do on cue: a registry or Kubo outage at a chosen step, and
-//! exact request sequences.
+//! adopted into the very layout `convert` made; and SIGTERM hands the Lease back so that a
+//! standby leads at once. `reconcile.rs` keeps the scripted API for what a real server does not
+//! do on cue: a registry or Kubo outage at a chosen step, and exact request sequences.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
