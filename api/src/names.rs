@@ -16,6 +16,17 @@ pub const FINALIZER: &str = "ipfsimage.dev/unpin";
 /// Server-side-apply field manager of the operator (spec-derived status, conditions, finalizer).
 pub const FIELD_MANAGER: &str = "ipfs-image-operator";
 
+/// The node agents' field manager for writes other than their `status.nodes` entries (the peer
+/// annotation on their own Pod); also the product in their `User-Agent`.
+pub const AGENT_MANAGER: &str = "ipfs-image-agent";
+
+/// `User-Agent` of a binary's Kubernetes client, `<manager>/<version>`. The API server names the
+/// field manager of every write that does not give one (kube's finalizer patches, say) after
+/// the product before the `/`; without it, it records `unknown`.
+pub fn user_agent(manager: &str) -> String {
+    format!("{manager}/{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Prefix of the node agents' field managers; see [`agent_field_manager`].
 pub const AGENT_FIELD_MANAGER_PREFIX: &str = "ipfs-image-agent-";
 

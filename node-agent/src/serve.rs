@@ -113,7 +113,7 @@ async fn start_cluster(
         ..KuboOptions::default()
     };
     let ipfs = Arc::new(KuboClient::new(ipfs_api, options)?);
-    let client = kube::Client::try_default()
+    let client = kube_client()
         .await
         .context("connecting to the Kubernetes API")?;
     let config = cluster::ClusterConfig {
@@ -134,6 +134,18 @@ async fn start_cluster(
         config,
         cluster::Reporter::default(),
     )
+}
+
+/// The in-cluster (or `KUBECONFIG`) client, with the agent's `User-Agent` so that its Pod
+/// writes are recorded under its field manager.
+async fn kube_client() -> Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    let agent = ipfs_image_api::names::user_agent(ipfs_image_api::names::AGENT_MANAGER);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent)?,
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
 
 fn health_router(ipfs: Arc<KuboClient>, metrics: Metrics) -> Router {

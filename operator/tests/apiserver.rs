@@ -4,41 +4,22 @@
 //! then unpinning it on delete. Assertions are on what the API server stores and Kubo reports.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use ipfs_oci::content_id::parse_cid;
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use serde_json::Value;
-use testkit::{
-    Daemon, IpfsDaemon, KubeApi, Registry, block_on, free_port, wait_until, workspace_root,
-};
-
-const NAMESPACE: &str = "ipfs-image";
-
-fn install_crd(api: &KubeApi) {
-    let crd = workspace_root().join("crds/ipfsimage.dev_ipfsimages.yaml");
-    api.kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()])
-        .unwrap();
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/ipfsimages.ipfsimage.dev",
-        "--timeout=60s",
-    ])
-    .unwrap();
-}
+use testkit::kube_world::{self, ChartWorld, OperatorProcess, RELEASE_NAMESPACE as NAMESPACE};
+use testkit::{KubeApi, block_on, wait_until, workspace_root};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
+    kube_world::write_file(dir, name, text).unwrap()
 }
 
 #[test]
 fn the_crd_validates_on_a_real_api_server() {
     let api = KubeApi::start().unwrap();
-    install_crd(&api);
+    kube_world::install_crd(&api).unwrap();
     api.kubectl(&["create", "namespace", "team-a"]).unwrap();
 
     // Every example is accepted as it is.
@@ -111,47 +92,8 @@ fn the_crd_validates_on_a_real_api_server() {
     assert_eq!(stored["items"].as_array().unwrap().len(), applied);
 }
 
-/// The chart's ServiceAccounts and RBAC, rendered with `helm template` and applied.
-fn install_chart_rbac(api: &KubeApi) {
-    let helm = workspace_root().join("e2e/.deps/helm/bin/helm");
-    assert!(
-        helm.exists(),
-        "no helm at {}: run bash e2e/chart/deps.sh",
-        helm.display()
-    );
-    let out = Command::new(&helm)
-        .args(["template", "ipfs-image"])
-        .arg(workspace_root().join("charts/ipfs-image"))
-        .args(["--namespace", NAMESPACE])
-        .args(["--show-only", "templates/serviceaccounts.yaml"])
-        .args(["--show-only", "templates/rbac.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(
-        dir.path(),
-        "rbac.yaml",
-        &String::from_utf8_lossy(&out.stdout),
-    );
-    api.kubectl(&["create", "namespace", NAMESPACE]).unwrap();
-    api.kubectl(&["apply", "-f", &file]).unwrap();
-}
-
 fn get(api: &KubeApi, namespace: &str, name: &str) -> Option<Value> {
-    let out = api
-        .kubectl_as(
-            None,
-            &["get", "ipfsimg", "-n", namespace, name, "-o", "json"],
-        )
-        .unwrap();
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    kube_world::get_json(api, "ipfsimg", namespace, name).unwrap()
 }
 
 fn wait_ready(api: &KubeApi, operator_log: &Path, namespace: &str, name: &str) -> Value {
@@ -182,78 +124,9 @@ fn operator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator"))
 }
 
-/// The operator binary (`run`) as the identity of `kubeconfig`, one replica named `pod`.
-struct Operator {
-    metrics: String,
-    daemon: Daemon,
-}
-
-impl Operator {
-    fn start(
-        kubeconfig: &Path,
-        pod: &str,
-        ipfs: &IpfsDaemon,
-        registry: &Registry,
-        log: &Path,
-        extra: &[&str],
-    ) -> Self {
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(operator_bin());
-        cmd.env("KUBECONFIG", kubeconfig)
-            .env("POD_NAMESPACE", NAMESPACE)
-            .env("POD_NAME", pod)
-            .args(["--ipfs-api", &ipfs.api_url, "run"])
-            .args(["--metrics-listen", &metrics])
-            .args(["--plain-http-registry", &registry.addr])
-            .args(["--error-backoff", "1s", "--max-backoff", "5s"])
-            // No Pod of its own to publish a peer on in these tests.
-            .args(["--publish-peer", "false"])
-            .args(extra);
-        let daemon = Daemon::spawn("ipfs-image-operator", cmd, log).unwrap();
-        Self { metrics, daemon }
-    }
-
-    /// `ipfs_image_operator_leader`, or `None` while /metrics does not answer.
-    fn leader_gauge(&self) -> Option<f64> {
-        let text = testkit::http_client(Duration::from_secs(2))
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .ok()?
-            .text()
-            .ok()?;
-        Some(testkit::sum_metric(
-            &text,
-            "ipfs_image_operator_leader",
-            &[],
-        ))
-    }
-}
-
-/// A real API server with the CRD, the chart's ServiceAccounts and RBAC and a `team-a`
-/// namespace; a registry holding busybox; Kubo.
-struct World {
-    api: KubeApi,
-    dir: tempfile::TempDir,
-    registry: Registry,
-    ipfs: IpfsDaemon,
-}
-
-impl World {
-    fn start() -> Self {
-        let api = KubeApi::start().unwrap();
-        install_crd(&api);
-        install_chart_rbac(&api);
-        api.kubectl(&["create", "namespace", "team-a"]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (registry, _) = testkit::registry_with_busybox(dir.path()).unwrap();
-        let ipfs = IpfsDaemon::start().unwrap();
-        Self {
-            api,
-            dir,
-            registry,
-            ipfs,
-        }
-    }
+/// The operator binary as the identity of `kubeconfig`, one replica named `pod`.
+fn operator(kubeconfig: &Path, pod: &str, world: &ChartWorld, extra: &[&str]) -> OperatorProcess {
+    OperatorProcess::start(&operator_bin(), kubeconfig, pod, world, extra).unwrap()
 }
 
 /// An IpfsImage in `team-a` importing `source`.
@@ -265,33 +138,22 @@ fn ipfs_image(name: &str, source: &str) -> String {
 
 #[test]
 fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
-    let World {
-        api,
-        dir,
-        registry,
-        ipfs,
-    } = World::start();
-    let kubo = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
+    let world = ChartWorld::start().unwrap();
+    let (api, dir) = (&world.api, &world.dir);
+    let kubo = KuboClient::new(&world.ipfs.api_url, KuboOptions::default()).unwrap();
 
     // The operator binary as its ServiceAccount: exactly the chart's rights.
     let kubeconfig = api
         .service_account(NAMESPACE, "ipfs-image-operator")
         .unwrap();
-    let log = dir.path().join("operator.log");
-    let _operator = Operator::start(
-        &kubeconfig,
-        "ipfs-image-operator-test",
-        &ipfs,
-        &registry,
-        &log,
-        &[],
-    );
+    let operator = operator(&kubeconfig, "ipfs-image-operator-test", &world, &[]);
+    let log = operator.log.clone();
 
-    let source = format!("{}/test/busybox:1", registry.addr);
+    let source = world.busybox();
     let manifest = |name: &str| ipfs_image(name, &source);
     let first = write(dir.path(), "first.yaml", &manifest("first"));
     api.kubectl(&["apply", "-f", &first]).unwrap();
-    let ready = wait_ready(&api, &log, "team-a", "first");
+    let ready = wait_ready(api, &log, "team-a", "first");
 
     // What the API server stored.
     let status = &ready["status"];
@@ -351,7 +213,7 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     // A second object with the same source holds the same CID: deleting the first keeps it.
     let second = write(dir.path(), "second.yaml", &manifest("second"));
     api.kubectl(&["apply", "-f", &second]).unwrap();
-    let second_ready = wait_ready(&api, &log, "team-a", "second");
+    let second_ready = wait_ready(api, &log, "team-a", "second");
     assert_eq!(second_ready["status"]["cid"], cid);
     assert!(second_ready["status"]["lastCheckTime"].is_string());
 
@@ -370,10 +232,10 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     ])
     .unwrap();
     let adopted = wait_until("second adopted", Duration::from_secs(120), || {
-        let o = get(&api, "team-a", "second").unwrap();
+        let o = get(api, "team-a", "second").unwrap();
         Ok(o["status"]["observedGeneration"] == 2 && o["status"]["phase"] == "Ready")
     });
-    let second_adopted = get(&api, "team-a", "second").unwrap();
+    let second_adopted = get(api, "team-a", "second").unwrap();
     adopted.unwrap_or_else(|e| panic!("{e:#}: {second_adopted:#}"));
     assert_eq!(second_adopted["status"]["cid"], cid);
     assert_eq!(condition(&second_adopted, "Imported")["reason"], "Adopted");
@@ -392,7 +254,7 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     ])
     .unwrap();
     assert!(
-        get(&api, "team-a", "first").is_none(),
+        get(api, "team-a", "first").is_none(),
         "the finalizer was removed"
     );
     assert!(
@@ -408,11 +270,13 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
         "--timeout=60s",
     ])
     .unwrap();
-    assert!(get(&api, "team-a", "second").is_none());
+    assert!(get(api, "team-a", "second").is_none());
     assert!(
         !block_on(kubo.is_pinned(&layout_cid)).unwrap(),
         "unpinned once no object holds it"
     );
+    // Every call it made is one the chart grants, and none was refused.
+    kube_world::assert_calls_granted(api, kube_world::OPERATOR_SA, &kube_world::OPERATOR_GRANTS);
     eprintln!(
         "apiserver: operator test passed against {}",
         testkit::kube_apiserver_version()
@@ -441,30 +305,27 @@ fn lease_holder(api: &KubeApi) -> Option<String> {
 
 #[test]
 fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
-    let World {
-        api,
-        dir,
-        registry,
-        ipfs,
-    } = World::start();
+    let world = ChartWorld::start().unwrap();
+    let (api, dir) = (&world.api, &world.dir);
     let kubeconfig = api
         .service_account(NAMESPACE, "ipfs-image-operator")
         .unwrap();
     const LEASE: Duration = Duration::from_secs(6);
     const RENEW: Duration = Duration::from_secs(2);
     let timing = ["--lease-duration", "6s", "--lease-renew-interval", "2s"];
-    let mut replicas: Vec<(String, Operator)> = ["op-a", "op-b"]
+    let mut replicas: Vec<(String, OperatorProcess)> = ["op-a", "op-b"]
         .into_iter()
         .map(|name| {
-            let log = dir.path().join(format!("{name}.log"));
-            let op = Operator::start(&kubeconfig, name, &ipfs, &registry, &log, &timing);
-            (name.to_owned(), op)
+            (
+                name.to_owned(),
+                operator(&kubeconfig, name, &world, &timing),
+            )
         })
         .collect();
 
     // One leader: the Lease names it, and exactly that replica says it leads.
     wait_until("a leader", Duration::from_secs(60), || {
-        let Some(holder) = lease_holder(&api) else {
+        let Some(holder) = lease_holder(api) else {
             return Ok(false);
         };
         let gauges: Vec<Option<f64>> = replicas.iter().map(|(_, op)| op.leader_gauge()).collect();
@@ -473,8 +334,8 @@ fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
             .zip(&gauges)
             .all(|((name, _), g)| *g == Some(if *name == holder { 1.0 } else { 0.0 })))
     })
-    .unwrap_or_else(|e| panic!("{e:#}; lease holder {:?}", lease_holder(&api)));
-    let leader = lease_holder(&api).unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}; lease holder {:?}", lease_holder(api)));
+    let leader = lease_holder(api).unwrap();
     let index = replicas.iter().position(|(n, _)| *n == leader).unwrap();
     let (_, mut killed) = replicas.remove(index);
     let (survivor, standby) = &replicas[0];
@@ -483,7 +344,7 @@ fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
     let killed_at = std::time::Instant::now();
     killed.daemon.kill();
     wait_until("the standby takes over", LEASE * 3, || {
-        Ok(lease_holder(&api).as_deref() == Some(survivor.as_str())
+        Ok(lease_holder(api).as_deref() == Some(survivor.as_str())
             && standby.leader_gauge() == Some(1.0))
     })
     .unwrap();
@@ -495,13 +356,14 @@ fn two_replicas_elect_one_leader_and_hand_over_when_it_dies() {
     );
 
     // And the new leader reconciles.
-    let source = format!("{}/test/busybox:1", registry.addr);
+    let source = world.busybox();
     let file = write(dir.path(), "after.yaml", &ipfs_image("after", &source));
     api.kubectl(&["apply", "-f", &file]).unwrap();
     wait_ready(
-        &api,
+        api,
         &dir.path().join(format!("{survivor}.log")),
         "team-a",
         "after",
     );
+    kube_world::assert_calls_granted(api, kube_world::OPERATOR_SA, &kube_world::OPERATOR_GRANTS);
 }

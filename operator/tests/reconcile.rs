@@ -1,5 +1,7 @@
 //! The reconcile against a faked Kubernetes API (every request asserted and answered in order)
-//! with a real registry and a real IPFS daemon below it.
+//! with a real registry and a real IPFS daemon below it: what a real API server cannot show —
+//! the exact request sequence of each step, and outages injected at a chosen moment. The same
+//! scenarios without injected faults run on a real API server in `apiserver_reconcile.rs`.
 
 mod support;
 

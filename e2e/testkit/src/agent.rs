@@ -49,6 +49,31 @@ impl Agent {
         images: Option<&Path>,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_env(bin, ipfs_api, addr, images, extra, &[])
+    }
+
+    /// In a cluster: `serve --kubernetes` as the identity of `kubeconfig` (on free ports).
+    pub fn start_in_cluster(
+        bin: &Path,
+        ipfs_api: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--kubernetes"];
+        args.extend(extra);
+        let env = [("KUBECONFIG", kubeconfig.as_os_str())];
+        Self::start_env(bin, ipfs_api, &addr, None, &args, &env)
+    }
+
+    fn start_env(
+        bin: &Path,
+        ipfs_api: &str,
+        addr: &str,
+        images: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("testkit-agent-")
             .tempdir()?;
@@ -70,7 +95,7 @@ impl Agent {
             if let Some(images) = images {
                 cmd.arg("--images").arg(images);
             }
-            cmd.env("RUST_LOG", "info");
+            cmd.env("RUST_LOG", "info").envs(env.iter().copied());
             let log = dir.path().join("agent.log");
             let mut daemon = Daemon::spawn("ipfs-image-agent", cmd, &log)?;
             let http = crate::http_client(Duration::from_secs(2));

@@ -108,6 +108,12 @@ impl KubeApi {
 
         let port = free_port();
         let p = |name: &str| pki.join(name).display().to_string();
+        // Every request's metadata, so a test can show which calls each identity made and
+        // what the server answered (RBAC refusals included).
+        let policy = root.join("audit-policy.yaml");
+        std::fs::write(&policy, AUDIT_POLICY)?;
+        let audit = root.join("audit.log");
+        let _ = std::fs::remove_file(&audit);
         let mut cmd = Command::new(deps_binary("kube-apiserver"));
         cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
             .arg("--bind-address=127.0.0.1")
@@ -126,6 +132,9 @@ impl KubeApi {
             // Inside nothing: no node or Service of this cluster is ever reached.
             .arg("--service-cluster-ip-range=10.97.0.0/24")
             .arg("--authorization-mode=RBAC")
+            .arg(format!("--audit-policy-file={}", policy.display()))
+            .arg(format!("--audit-log-path={}", audit.display()))
+            .arg("--audit-log-mode=blocking")
             .arg("--profiling=false")
             .arg("--v=1");
         let mut apiserver = Daemon::spawn("kube-apiserver", cmd, &root.join("apiserver.log"))?;
@@ -246,6 +255,16 @@ impl KubeApi {
         Self::client_with(&self.admin).await
     }
 
+    /// The audit log so far (`audit.k8s.io/v1` Events at `Metadata` level, one per request,
+    /// when the response was complete), oldest first.
+    pub fn audit_events(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log"))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("audit log line"))
+            .collect()
+    }
+
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("apiserver.log"))
     }
@@ -254,6 +273,15 @@ impl KubeApi {
         (self.etcd.pid(), self.apiserver.pid())
     }
 }
+
+/// Metadata of every request, recorded once its answer is complete (watches: when they end,
+/// and when they start, so a long watch shows up while it runs).
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+";
 
 /// CA, the server's certificate (loopback and the Service IP) and the ServiceAccount signing key.
 fn make_pki(pki: &Path) -> Result<()> {

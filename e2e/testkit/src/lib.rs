@@ -9,6 +9,7 @@ pub mod fake_api;
 mod images;
 mod ipfs;
 mod kube_api;
+pub mod kube_world;
 mod netns;
 mod process;
 mod proxy;

@@ -121,6 +121,28 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// SIGTERM, and the exit status if it exits within `grace` (else killed, and an error).
+    pub fn terminate(&mut self, grace: Duration) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} was already stopped", self.name);
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: signalling a child we spawned and have not yet reaped, so the PID is ours.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{} did not exit within {grace:?} of SIGTERM", self.name)
+    }
+
     /// Kill at once (simulates a crash).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -143,18 +143,19 @@ impl StatusWriter {
     }
 }
 
-/// The apply body: this node's entry only (or no entry, which releases it).
+/// The apply body: this node's entry only, or, to release it, no `status` at all. (An empty
+/// `status: {}` would not do: the API server then records the manager as owning `.status`
+/// itself, and keeps its managedFields entry forever.)
 pub fn apply_body(name: &str, namespace: &str, entry: Option<&NodeStatus>) -> serde_json::Value {
-    let status = match entry {
-        Some(e) => json!({ "nodes": [e] }),
-        None => json!({}),
-    };
-    json!({
+    let mut body = json!({
         "apiVersion": IpfsImage::api_version(&()),
         "kind": IpfsImage::kind(&()),
         "metadata": { "name": name, "namespace": namespace },
-        "status": status,
-    })
+    });
+    if let Some(e) = entry {
+        body["status"] = json!({ "nodes": [e] });
+    }
+    body
 }
 
 async fn apply(

@@ -35,7 +35,7 @@ pub struct LeaseOptions {
 /// Run until SIGTERM/SIGINT (graceful: reconciles in flight finish) or until leadership is lost
 /// (an error, so the Pod restarts and campaigns again).
 pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let client = kube_client()
         .await
         .context("connecting to the Kubernetes API")?;
     let ipfs = KuboClient::new(&options.ipfs_api, KuboOptions::default()).context("IPFS client")?;
@@ -155,4 +155,16 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The in-cluster (or `KUBECONFIG`) client, with the operator's `User-Agent` so that every write
+/// is recorded under its field manager.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer().await?;
+    let agent = ipfs_image_api::names::user_agent(ipfs_image_api::names::FIELD_MANAGER);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&agent)?,
+    ));
+    Ok(kube::Client::try_from(config)?)
 }
