@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
-# Debian packages (registry, image tools, containerd, runc, protoc, openssl), and, built from their
-# Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by version outside the work
-# tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and Kubernetes: the
+# Debian packages (registry, image tools, containerd, runc, CNI plugins, iptables, protoc, openssl),
+# and, built from their Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by
+# version outside the work tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and Kubernetes: the
 # control plane the API tests run against and the node e2e/node runs (kubelet, kube-proxy…).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2 openssl)
+pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2 openssl
+  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

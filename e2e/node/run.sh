@@ -75,6 +75,8 @@ finish() {
     failed=$((failed + 1))
     echo "FAIL: step $current_step" >&2
   fi
+  # A failure outside the steps (the node, the images) counts as one failed check too.
+  [ "$rc" = 0 ] || [ "$failed" -gt 0 ] || failed=1
   [ "$rc" = 0 ] || diagnose
   if [ "${KEEP_NODE:-0}" = 1 ] && [ -n "${NODE_NETNS:-}" ]; then
     node_log "keeping the node: nsenter --net=/run/netns/$NODE_NETNS --mount=$NODE_WORK/mnt/ns $NODE_BIN/kubectl --kubeconfig $NODE_WORK/pki/admin.kubeconfig get pods -A"
