@@ -1,50 +1,56 @@
 //! Three nodes on one machine (network namespaces A, B, C joined by veths into a bridge), each
-//! with its own 127.0.0.1, IPFS daemon and agent; containerd on B and C. The image is converted
-//! on A only and the upstream registry is stopped right after. B and C run the agent's cluster
-//! side (`cluster::start`: watches, prefetch, status, peering) against a faked Kubernetes API
-//! holding their Node, the IpfsImage (prefetch on `pool=cache`) and the agents' Pods with their
-//! peer annotations. Assertions are on where bytes came from (bitswap counters of the daemons,
-//! blob bytes the agents served), not only on the pulls working:
-//! - B (`pool=general`) peers with A and C through its own loop, pulls through its agent and
-//!   runs the image; B received at least what its agent served, and A sent it (C held nothing);
-//! - C (`pool=cache`) starts its cluster side: its prefetch pins the image's layout before any
-//!   pull (B, outside the pool, pins nothing); then A is stopped and C pulls and runs with no
-//!   bitswap data received at all;
+//! with its own 127.0.0.1, IPFS daemon and agent; containerd on B and C. A fourth namespace on
+//! the bridge is the control plane: a real etcd and kube-apiserver (`testkit::KubeApi::start_in`)
+//! listening on its bridge address, with the chart's CRD, ServiceAccounts and RBAC. Every agent
+//! is the real binary (`serve --kubernetes`) with a kubeconfig for the chart's agent
+//! ServiceAccount, so it has exactly the chart's rights; the Node objects (labels for
+//! `prefetch`), the agents' Pods (where each agent publishes its IPFS peer) and the IpfsImage are
+//! API objects. The image is converted on A only and the upstream registry is stopped right
+//! after. Assertions are on where bytes came from (bitswap counters of the daemons, blob bytes
+//! the agents served), not only on the pulls working:
+//! - B (`pool=general`) follows the agent Pods, peers with A and C by its own dials, pulls
+//!   through its agent and runs the image; B received at least what its agent served, and A sent
+//!   it (C held nothing);
+//! - Node C is labelled `pool=cache` through the API: C's agent, watching its Node, pins the
+//!   image's layout before any pull (B, outside the pool, pins nothing; the stored status has
+//!   C's entry only); then A is stopped and C pulls and runs with no bitswap data received;
 //! - every daemon runs in one private network (a shared `swarm.key`), kept across the restart;
 //! - B's IPFS daemon is killed (after a GC of its cache) and restarted on the same repo and API
-//!   port but a new swarm port; B's agent republishes its peer and itself dials C again (the
-//!   daemons never dial on their own here), and B pulls again, every byte sent by C.
+//!   port but a new swarm port; B's agent republishes its peer on its Pod (read back from the
+//!   API) and itself dials C again (the daemons never dial on their own here), and B pulls
+//!   again, every byte sent by C;
+//! - every call the agents made was one the chart grants, and none was refused (audit log).
+//!
+//! Only B's agent follows the agent Pods (`--peer-selector`). A's and C's agents publish their
+//! peer but follow none (C keeps A, where the image was converted, as a `--peer`), so every
+//! connection to B is one B's agent dialled, which is what "B's agent peers/re-peers" asserts.
+//! No scripted API is left: nothing here needs a fault at a chosen moment.
 //!
 //! Needs root (network namespaces, containerd) and iproute2. Run alone with
 //! `bash e2e/multinode.sh`.
 //!
 //! The test process stays in the root namespace; it reaches a node through `NetNode::enter`,
 //! which runs code on a thread that joined the node's namespace. So each IPFS API stays on its
-//! node's 127.0.0.1 as in production (it is an admin API) and nothing is exposed on the veths
-//! but the swarms.
+//! node's 127.0.0.1 as in production (it is an admin API), nothing is exposed on the veths but
+//! the swarms and the API server, and nothing listens in the root namespace.
 
-use ipfs_image_agent::catalog::Catalog;
-use ipfs_image_agent::cluster::{self, ClusterConfig, Report, Reporter};
-
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipfs_image_api::peer::{PEER_ANNOTATION, PeerInfo};
-use serde_json::json;
-use testkit::fake_api::FakeApi;
-use tokio::sync::{mpsc, oneshot};
-
 use ipfs_oci::Cid;
 use ipfs_oci::content_id::to_base32;
 use ipfs_oci::convert::{ConvertOptions, ConvertedImage, convert};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use ipfs_oci::source::{SourceOptions, SourceRegistry};
-use serde_json::Value;
+use serde_json::{Value, json};
+use testkit::kube_world::{
+    AGENT_GRANTS, AGENT_SA, RELEASE_NAMESPACE, USER_NAMESPACE, assert_calls_granted, get_json,
+    install_chart_rbac, install_crd, requests_by, sa_user, write_file,
+};
 use testkit::{
-    Agent, Containerd, IpfsDaemon, IpfsNet, NetNode, PushFormat, Registry, TestImage, TestNet,
-    block_on, build_busybox_layout, push_layout,
+    Agent, Containerd, IpfsDaemon, IpfsNet, KubeApi, NetNode, PushFormat, Registry, TestImage,
+    TestNet, block_on, build_busybox_layout, push_layout,
 };
 
 /// The cluster's private network (`swarm.key`): every node's daemon has it, as the chart's
@@ -104,20 +110,150 @@ fn blob_bytes(agent: &Agent) -> f64 {
     agent.metric_sum("ipfs_image_agent_bytes_served_total", &[("kind", "blob")])
 }
 
-/// A node's agent (and containerd, if any) with hosts.toml pointing at the agent.
+/// The agent Pods' label (what B's `--peer-selector` matches).
+const AGENT_LABEL: &str = "app.kubernetes.io/component=agent";
+
+/// The control plane: a real API server in its own namespace on the bridge, with the chart's
+/// CRD, ServiceAccounts and RBAC, and a kubeconfig for the agent ServiceAccount.
+struct Cluster {
+    api: KubeApi,
+    agent_kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(control_plane: &NetNode) -> Self {
+        let api = KubeApi::start_in(control_plane)
+            .expect("etcd and kube-apiserver in the control-plane namespace (bash e2e/deps.sh)");
+        let dir = tempfile::tempdir().unwrap();
+        install_crd(&api).unwrap();
+        install_chart_rbac(&api, dir.path()).unwrap();
+        api.kubectl(&["create", "namespace", USER_NAMESPACE])
+            .unwrap();
+        let agent_kubeconfig = api.service_account(RELEASE_NAMESPACE, AGENT_SA).unwrap();
+        Self {
+            api,
+            agent_kubeconfig,
+            dir,
+        }
+    }
+
+    /// `kubectl apply` of `object` as the admin.
+    fn apply(&self, name: &str, object: &Value) {
+        let file = write_file(
+            self.dir.path(),
+            &format!("{name}.json"),
+            &object.to_string(),
+        )
+        .unwrap();
+        self.api.kubectl(&["apply", "-f", &file]).unwrap();
+    }
+
+    /// A Node object (no kubelet: only its labels matter, for `prefetch`).
+    fn node(&self, name: &str, pool: &str) {
+        let node = json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"pool": pool}}});
+        self.apply(name, &node);
+    }
+
+    /// An agent Pod (never scheduled, there is no kubelet): where that agent publishes its peer
+    /// and what the others' `--peer-selector` finds.
+    fn agent_pod(&self, name: &str, node: &str) {
+        let (key, value) = AGENT_LABEL.split_once('=').unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": RELEASE_NAMESPACE, "labels": {key: value}},
+            "spec": {"nodeName": node, "serviceAccountName": AGENT_SA,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "agent", "image": "ipfs-image-agent:test"}]}});
+        self.apply(name, &pod);
+    }
+
+    /// The peer published on Pod `pod`, as the API server stores it.
+    fn published_peer(&self, pod: &str) -> Option<PeerInfo> {
+        let pod = get_json(&self.api, "pod", RELEASE_NAMESPACE, pod).unwrap()?;
+        let text = pod["metadata"]["annotations"][PEER_ANNOTATION].as_str()?;
+        Some(serde_json::from_str(text).expect("a peer annotation"))
+    }
+
+    /// `status.nodes` of IpfsImage `name` in the user namespace.
+    fn status_nodes(&self, name: &str) -> Vec<Value> {
+        get_json(&self.api, "ipfsimg", USER_NAMESPACE, name)
+            .unwrap()
+            .and_then(|o| o["status"]["nodes"].as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// How a node's agent takes part in peering.
+enum Peering<'a> {
+    /// Publishes its peer on its Pod, follows no Pods (dials nobody).
+    PublishOnly,
+    /// Publishes, and keeps this static peer (`--peer`) connected; follows no Pods.
+    Static(&'a IpfsDaemon),
+    /// Publishes and follows the agent Pods (`--peer-selector`).
+    FollowPods,
+}
+
+/// A node: its IPFS daemon, its agent (the binary, `serve --kubernetes`, as the agent
+/// ServiceAccount, Node `name`, Pod `agent-<name>`) and containerd, if any, with hosts.toml
+/// pointing at the agent.
 struct Node {
     net: NetNode,
+    name: String,
     ipfs: IpfsDaemon,
     agent: Agent,
     containerd: Option<Containerd>,
+    state: tempfile::TempDir,
 }
 
 impl Node {
-    fn start(net: &NetNode, with_containerd: bool) -> Self {
+    fn start(
+        net: &NetNode,
+        name: &str,
+        cluster: &Cluster,
+        peering: Peering<'_>,
+        with_containerd: bool,
+    ) -> Self {
+        let pod = format!("agent-{name}");
+        cluster.agent_pod(&pod, name);
+        let state = tempfile::tempdir().unwrap();
+        let state_dir = state.path().display().to_string();
+        let seed = match &peering {
+            Peering::Static(d) => Some(d.swarm_multiaddr()),
+            _ => None,
+        };
         net.enter(|| {
             let ipfs =
                 IpfsDaemon::start_with(IpfsNet::swarm_on(net.ip).private(NETWORK_KEY)).unwrap();
-            let agent = Agent::start(&agent_bin(), &ipfs.api_url, None, &[]).unwrap();
+            let mut args = vec![
+                "--node-name",
+                name,
+                "--state-dir",
+                &state_dir,
+                "--pod-name",
+                &pod,
+                "--pod-namespace",
+                RELEASE_NAMESPACE,
+                // 1 s instead of 30 s: how often peers are re-checked and status entries written.
+                "--peer-interval",
+                "1s",
+                "--status-interval",
+                "1s",
+                "--log-format",
+                "json",
+            ];
+            match (&peering, &seed) {
+                (Peering::FollowPods, _) => args.extend(["--peer-selector", AGENT_LABEL]),
+                (Peering::Static(_), Some(seed)) => args.extend(["--peer", seed]),
+                _ => {}
+            }
+            let agent = Agent::start_in_cluster(
+                &agent_bin(),
+                &ipfs.api_url,
+                &cluster.agent_kubeconfig,
+                &args,
+            )
+            .unwrap_or_else(|e| panic!("agent on {name}: {e:#}"));
             let containerd = with_containerd.then(|| {
                 let c = Containerd::start().unwrap();
                 let out = std::process::Command::new(agent_bin())
@@ -136,11 +272,64 @@ impl Node {
             });
             Node {
                 net: net.clone(),
+                name: name.to_owned(),
                 ipfs,
                 agent,
                 containerd,
+                state,
             }
         })
+    }
+
+    /// The agent's record of the pins it made (`pins.json` in its state directory).
+    fn pin_record(&self) -> Option<Value> {
+        let text = std::fs::read(self.state.path().join("pins.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The peer IDs the agent connected by its own dial (its `connected to peer` log lines),
+    /// in the part of its log after byte `from`.
+    fn dialled(&self, from: usize) -> Vec<String> {
+        let log = self.agent.log();
+        log.get(from..)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "connected to peer")
+            .filter_map(|l| l["fields"]["peer"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Wait until the agent connected to `peer` by its own dial (after log byte `from`), and
+    /// check that the daemon holds that connection as an outbound one.
+    fn peered_by_agent(&self, peer: &IpfsDaemon, from: usize) {
+        let deadline = Instant::now() + STEP;
+        while !self.dialled(from).contains(&peer.peer_id) {
+            assert!(
+                Instant::now() < deadline,
+                "{}'s agent never connected to {}:\n{}",
+                self.name,
+                peer.peer_id,
+                self.agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let conns = self
+            .net
+            .enter(|| api_call(&self.ipfs.api_url, "swarm/peers?direction=true"));
+        let outbound = conns["Peers"].as_array().into_iter().flatten().any(|c| {
+            c["Peer"] == peer.peer_id.as_str()
+                && (c["Direction"] == 2 || c["Direction"] == "outbound")
+        });
+        assert!(
+            outbound,
+            "{}'s daemon holds no outbound connection to {}: {conns:#}",
+            self.name, peer.peer_id
+        );
+    }
+
+    fn log_len(&self) -> usize {
+        self.agent.log().len()
     }
 
     fn bitswap(&self) -> Bitswap {
@@ -225,188 +414,43 @@ fn convert_on(a: &NetNode, ipfs: &IpfsDaemon, registry: &Registry) -> ConvertedI
     })
 }
 
-/// The agent's cluster side (`cluster::start`, what `serve --kubernetes` runs: IpfsImage and
-/// Node watches, prefetch, status entries, peering) for one node, in-process on a thread inside
-/// that node, against a faked Kubernetes API holding this node's Node object (with `labels`),
-/// the IpfsImage, and the agent Pods with the other nodes' peer annotations. Peering period 1 s
-/// (30 s by default).
-struct NodeCluster {
-    reports: mpsc::UnboundedReceiver<Report>,
-    peered: BTreeSet<String>,
-    published: bool,
-    prefetched: Option<(Vec<String>, Vec<String>)>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _state: tempfile::TempDir,
-}
-
-const PODS: &str = "/api/v1/namespaces/ipfs-system/pods";
-const IMAGES: &str = "/apis/ipfsimage.dev/v1alpha1/ipfsimages";
-const NODES: &str = "/api/v1/nodes";
-
 /// The IpfsImage the operator would have made Ready after converting on A: prefetched on
-/// nodes labelled `pool=cache`.
-fn ipfs_image(image: &ConvertedImage, source: &str) -> Value {
-    json!({"apiVersion": "ipfsimage.dev/v1alpha1", "kind": "IpfsImage",
-        "metadata": {"name": "busybox", "namespace": "team-a", "uid": "uid-busybox", "generation": 1},
-        "spec": {"source": source, "prefetch": {"nodeSelector": {"pool": "cache"}}},
-        "status": {"phase": "Ready", "cid": to_base32(&image.root_cid),
-            "layoutCid": to_base32(&image.layout_cid), "size": image.total_size}})
-}
-
-impl NodeCluster {
-    fn start(
-        node: &NetNode,
-        me: &IpfsDaemon,
-        labels: Value,
-        image: &Value,
-        peers: &[&IpfsDaemon],
-    ) -> Self {
-        let pod = |name: &str, peer: Option<&IpfsDaemon>| {
-            let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
-                "name": name, "namespace": "ipfs-system",
-                "labels": {"app.kubernetes.io/component": "agent"}}});
-            if let Some(d) = peer {
-                let info = PeerInfo {
-                    id: d.peer_id.clone(),
-                    addrs: vec![d.swarm_multiaddr()],
-                };
-                p["metadata"]["annotations"] =
-                    json!({PEER_ANNOTATION: serde_json::to_string(&info).unwrap()});
-            }
-            p
-        };
-        let mut pods = vec![pod("agent-self", None)];
-        pods.extend(
-            peers
-                .iter()
-                .enumerate()
-                .map(|(i, d)| pod(&format!("agent-{i}"), Some(d))),
-        );
-        let node_name = node.netns.name().to_owned();
-        let node_object = json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": node_name, "labels": labels}});
-        let image = image.clone();
-        let state = tempfile::tempdir().unwrap();
-        let config = ClusterConfig {
-            node_name,
-            state_dir: state.path().to_owned(),
-            status_interval: Duration::from_secs(1),
-            pod: Some(("ipfs-system".into(), "agent-self".into())),
-            peer_selector: Some("app.kubernetes.io/component=agent".into()),
-            peer_interval: Duration::from_secs(1),
-            static_peers: vec![],
-        };
-        // Pins fetch whole images: the agent's long deadlines (as `serve` sets them).
-        let ipfs = KuboClient::new(
-            &me.api_url,
-            KuboOptions {
-                pin_timeout: STEP,
-                idle_timeout: STEP,
-                ..KuboOptions::default()
-            },
-        )
+/// nodes labelled `pool=cache`. Created, then its status written through the status
+/// subresource, as the admin.
+fn create_ipfs_image(cluster: &Cluster, image: &ConvertedImage, source: &str) {
+    cluster.apply(
+        "busybox",
+        &json!({"apiVersion": "ipfsimage.dev/v1alpha1", "kind": "IpfsImage",
+            "metadata": {"name": "busybox", "namespace": USER_NAMESPACE},
+            "spec": {"source": source, "prefetch": {"nodeSelector": {"pool": "cache"}}}}),
+    );
+    let status = json!({"status": {"phase": "Ready", "cid": to_base32(&image.root_cid),
+        "layoutCid": to_base32(&image.layout_cid), "size": image.total_size}});
+    cluster
+        .api
+        .kubectl(&[
+            "patch",
+            "ipfsimg",
+            "-n",
+            USER_NAMESPACE,
+            "busybox",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])
         .unwrap();
-        let node = node.clone();
-        let (tx, reports) = mpsc::unbounded_channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            node.enter(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let (client, fake, _writes) = FakeApi::start();
-                    fake.collection(PODS, "PodList");
-                    fake.collection(IMAGES, "IpfsImageList");
-                    fake.collection(NODES, "NodeList");
-                    for p in pods {
-                        fake.put(PODS, p);
-                    }
-                    fake.put(NODES, node_object);
-                    fake.put(IMAGES, image);
-                    let agent = cluster::start(
-                        client,
-                        Arc::new(ipfs),
-                        Arc::new(Catalog::default()),
-                        None,
-                        config,
-                        Reporter::new(tx),
-                    )
-                    .unwrap();
-                    let _ = stopped.await;
-                    drop(agent);
-                });
-            })
-        });
-        Self {
-            reports,
-            peered: Default::default(),
-            published: false,
-            prefetched: None,
-            stop: Some(stop),
-            thread: Some(thread),
-            _state: state,
-        }
-    }
-
-    /// Wait until the agent reported a connection to `peer` it made itself (since `forget`).
-    fn peered(&mut self, peer: &IpfsDaemon) {
-        let id = peer.peer_id.clone();
-        self.wait(&format!("peered with {id}"), |p| p.peered.contains(&id));
-    }
-
-    /// Wait until the agent (re)published this node's peer annotation (since `forget`).
-    fn published(&mut self) {
-        self.wait("published this peer", |p| p.published);
-    }
-
-    /// Wait for the first prefetch pass with a change; returns (pinned, unpinned).
-    fn prefetched(&mut self) -> (Vec<String>, Vec<String>) {
-        self.wait("finished a prefetch pass", |p| p.prefetched.is_some());
-        self.prefetched.take().unwrap()
-    }
-
-    fn wait(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + STEP;
-        while !done(self) {
-            match self.reports.try_recv() {
-                Ok(Report::Peered(id)) => {
-                    self.peered.insert(id);
-                }
-                Ok(Report::Published) => self.published = true,
-                Ok(Report::Prefetch { pinned, unpinned }) => {
-                    if self.prefetched.is_none() && !(pinned.is_empty() && unpinned.is_empty()) {
-                        self.prefetched = Some((pinned, unpinned));
-                    }
-                }
-                Ok(_) => {}
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    assert!(Instant::now() < deadline, "the agent never {what}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("the agent's cluster side ended: {e}"),
-            }
-        }
-    }
-
-    /// Forget the reports so far.
-    fn forget(&mut self) {
-        while self.reports.try_recv().is_ok() {}
-        self.peered.clear();
-        self.published = false;
-    }
 }
 
-impl Drop for NodeCluster {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+/// Poll `f` until it returns `Some`, failing with `what` at the step deadline.
+fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = f() {
+            return v;
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -433,12 +477,20 @@ fn images_flow_between_nodes_over_the_swarm() {
         .with_test_writer()
         .try_init();
     // Declared first, dropped last: daemons stop before their namespaces are deleted.
-    let net = TestNet::create(&["a", "b", "c"]).expect("network namespaces (needs root, iproute2)");
+    let net =
+        TestNet::create(&["a", "b", "c", "cp"]).expect("network namespaces (needs root, iproute2)");
+    let (na, nb, nc, ncp) = (net.node(0), net.node(1), net.node(2), net.node(3));
+    // The control plane on the bridge; A's Node is outside every pool, B's in `general`, and C's
+    // too until step 2 moves it into `cache`.
+    let cluster = Cluster::start(ncp);
+    eprintln!("multinode: API server at {}", cluster.api.url);
+    for (node, pool) in [("a", "origin"), ("b", "general"), ("c", "general")] {
+        cluster.node(node, pool);
+    }
     let dir = tempfile::tempdir().unwrap();
     let layout = build_busybox_layout(dir.path()).unwrap();
 
     // Node A: the upstream registry (reachable only inside A) and the conversion.
-    let (na, nb, nc) = (net.node(0), net.node(1), net.node(2));
     let mut registry = na.enter(|| {
         let r = Registry::start().unwrap();
         push_layout(
@@ -451,29 +503,27 @@ fn images_flow_between_nodes_over_the_swarm() {
         .unwrap();
         r
     });
-    let mut a = Node::start(na, false);
+    let mut a = Node::start(na, "a", &cluster, Peering::PublishOnly, false);
     let image = convert_on(na, &a.ipfs, &registry);
     registry.stop();
     let cid = to_base32(&image.root_cid);
+    let layout_cid = to_base32(&image.layout_cid);
     eprintln!(
-        "converted on A: root {cid}, layout {}, {} bytes",
-        to_base32(&image.layout_cid),
+        "converted on A: root {cid}, layout {layout_cid}, {} bytes",
         image.total_size
     );
-
-    let b = Node::start(nb, true);
-    let c = Node::start(nc, true);
-    // B's agent runs its cluster side: B is not in the prefetch pool, and peers with A and C.
-    let object = ipfs_image(&image, &format!("{}/test/busybox:1", registry.addr));
-    let mut b_cluster = NodeCluster::start(
-        nb,
-        &b.ipfs,
-        json!({"pool": "general"}),
-        &object,
-        &[&a.ipfs, &c.ipfs],
+    create_ipfs_image(
+        &cluster,
+        &image,
+        &format!("{}/test/busybox:1", registry.addr),
     );
-    b_cluster.peered(&a.ipfs);
-    b_cluster.peered(&c.ipfs);
+
+    // C publishes its peer and keeps A; B follows the Pods: it finds A and C there and dials
+    // both (nobody else dials B, and A dials nobody).
+    let c = Node::start(nc, "c", &cluster, Peering::Static(&a.ipfs), true);
+    let b = Node::start(nb, "b", &cluster, Peering::FollowPods, true);
+    b.peered_by_agent(&a.ipfs, 0);
+    b.peered_by_agent(&c.ipfs, 0);
 
     // 1. B pulls through its own agent: every byte its agent served came over the swarm from A.
     let (a0, b0, c0) = (a.bitswap(), b.bitswap(), c.bitswap_settled());
@@ -494,21 +544,34 @@ fn images_flow_between_nodes_over_the_swarm() {
         "C had nothing to send"
     );
 
-    // 2. C's agent starts its cluster side: its Node matches `prefetch`, so it peers (with A
-    //    and B) and pins the image's layout before any pull, fetching the whole DAG.
+    // 2. Node C joins the `cache` pool (a label on the Node object): C's agent, watching its
+    //    Node, pins the image's layout before any pull, fetching the whole DAG.
     assert!(!pinned(&c, &image.layout_cid));
-    let mut c_cluster = NodeCluster::start(
-        nc,
-        &c.ipfs,
-        json!({"pool": "cache"}),
-        &object,
-        &[&a.ipfs, &b.ipfs],
+    assert_eq!(
+        c.pin_record().unwrap_or(json!({"pins": []})),
+        json!({"pins": []})
     );
-    let (pins, unpins) = c_cluster.prefetched();
-    assert_eq!(pins, [to_base32(&image.layout_cid)], "C pinned the layout");
-    assert!(unpins.is_empty());
+    cluster
+        .api
+        .kubectl(&["label", "node", "c", "pool=cache", "--overwrite"])
+        .unwrap();
+    poll("C's agent recorded its prefetch pin", || {
+        (c.pin_record() == Some(json!({ "pins": [layout_cid] }))).then_some(())
+    });
     assert!(pinned(&c, &image.layout_cid));
     assert!(!pinned(&b, &image.layout_cid), "B is not in the pool");
+    // The stored status: C's entry (pinned, the whole size), no other node's.
+    let entries = poll("C's status entry, pinned", || {
+        let nodes = cluster.status_nodes("busybox");
+        nodes
+            .iter()
+            .any(|e| e["node"] == "c" && e["pinned"] == true)
+            .then_some(nodes)
+    });
+    let names: Vec<&str> = entries.iter().filter_map(|e| e["node"].as_str()).collect();
+    assert_eq!(names, ["c"], "only C holds the image: {entries:#?}");
+    assert_eq!(entries[0]["bytes"], image.total_size);
+    assert_eq!(entries[0]["cid"], cid.as_str());
     c.bitswap_until("C fetched every blob of the image", |s| {
         s.data_received >= image.total_size
     });
@@ -541,10 +604,14 @@ fn images_flow_between_nodes_over_the_swarm() {
             .expect("repo/gc on B")
     });
     b.remove_image(&cid);
+    let before = cluster
+        .published_peer("agent-b")
+        .expect("B's published peer");
+    assert_eq!(before.id, b.ipfs.peer_id);
     let (repo, listen) = (b.ipfs.repo.clone(), b.ipfs.net());
     let _repo_dir = b.ipfs.keep_repo();
     b.ipfs.kill();
-    b_cluster.forget();
+    let b_log = b.log_len();
     // Same API port (where B's agent expects it), a new swarm port (B's agent must republish it).
     let listen = IpfsNet {
         swarm_port: None,
@@ -553,12 +620,23 @@ fn images_flow_between_nodes_over_the_swarm() {
     b.ipfs = nb
         .enter(|| IpfsDaemon::start_in_with(&repo, listen))
         .unwrap();
-    b_cluster.published();
-    // B is connected to C again with no dial from the test, by B's agent: it reports a peer
-    // only when its own dial connected it, and the daemons never dial by themselves (no
-    // bootstrap, no routing, no MDNS, and C's agent only knows B's old swarm port).
-    b_cluster.peered(&c.ipfs);
+    // B's agent republished its peer: the new swarm port, on its Pod, as the server stores it.
+    let port = format!("/tcp/{}", b.ipfs.swarm_port);
+    let after = poll("B's agent republished its peer", || {
+        cluster
+            .published_peer("agent-b")
+            .filter(|p| p != &before && p.addrs.iter().any(|a| a.contains(&port)))
+    });
+    assert_eq!(after.id, b.ipfs.peer_id, "same repo, same identity");
+    // B is connected to C again with no dial from the test, by B's agent: its own dial connected
+    // it, outbound from B, and the daemons never dial by themselves (no bootstrap, no routing,
+    // no MDNS; C's agent follows no Pods and dials only A).
+    b.peered_by_agent(&c.ipfs, b_log);
     assert!(swarm_peer_ids(&b).contains(&c.ipfs.peer_id));
+    assert!(
+        !c.dialled(0).contains(&b.ipfs.peer_id),
+        "C's agent never dialled B"
+    );
     let (served_before, c_sent_before) = (b.blob_bytes(), c.bitswap_settled().data_sent);
     b.pull_and_run(&cid, "again");
     let served_again = b.blob_bytes() - served_before;
@@ -569,8 +647,22 @@ fn images_flow_between_nodes_over_the_swarm() {
     let need = served_again as u64;
     b.bitswap_until("the restarted B fetched it", |s| s.data_received >= need);
     c.bitswap_until("C sent it", |s| s.data_sent - c_sent_before >= need);
+
+    // 5. Every call of the three agents was granted by the chart's RBAC, none refused, and the
+    //    only Pods they wrote were their own.
+    assert_calls_granted(&cluster.api, AGENT_SA, &AGENT_GRANTS);
+    let mut pod_writes: Vec<String> =
+        requests_by(&cluster.api, &sa_user(RELEASE_NAMESPACE, AGENT_SA))
+            .unwrap()
+            .iter()
+            .filter(|e| e["verb"] == "patch" && e["objectRef"]["resource"] == "pods")
+            .filter_map(|e| e["objectRef"]["name"].as_str().map(str::to_owned))
+            .collect();
+    pod_writes.sort();
+    pod_writes.dedup();
+    assert_eq!(pod_writes, ["agent-a", "agent-b", "agent-c"]);
     eprintln!("multinode: passed in {:?}", started.elapsed());
-    drop((b_cluster, c_cluster));
     drop((a, b, c));
+    drop(cluster);
     drop(net);
 }

@@ -2,7 +2,13 @@
 //! their Go modules) on free loopback ports, with their own CA, RBAC authorization on, and client
 //! certificates for any identity — the admin (`system:masters`), a ServiceAccount, a user — so a
 //! test acts with exactly the rights the chart's RBAC grants. Stopped (by PID) when dropped.
+//!
+//! [`KubeApi::start_in`] runs both inside a [`NetNode`] instead (a test's "control-plane"
+//! namespace): etcd on that namespace's own loopback, the API server on its address on the test
+//! bridge (in the serving certificate), so agents in the other nodes reach it over the bridge and
+//! nothing listens in the root namespace. `kubectl` calls then run inside that namespace too.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -10,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::NetNode;
 use crate::process::{Daemon, free_port, log_tail as tail, wait_until};
 
 /// A binary `e2e/deps.sh` linked into `e2e/.deps/bin`; panics when missing, so a test that
@@ -37,8 +44,10 @@ pub fn kube_apiserver_version() -> &'static str {
 }
 
 pub struct KubeApi {
-    /// `https://127.0.0.1:<port>`
+    /// `https://127.0.0.1:<port>` (or the node's address, see [`KubeApi::start_in`])
     pub url: String,
+    /// The namespace it runs in, where `kubectl` is run; `None`: the caller's.
+    node: Option<NetNode>,
     /// The admin's kubeconfig (`system:masters`).
     pub admin: PathBuf,
     dir: tempfile::TempDir,
@@ -49,17 +58,28 @@ pub struct KubeApi {
 
 impl KubeApi {
     pub fn start() -> Result<Self> {
+        Self::start_at(Ipv4Addr::LOCALHOST, None)
+    }
+
+    /// Inside `node`'s network namespace: the API server listens on `node.ip` (the test bridge),
+    /// etcd on the namespace's loopback. Processes and `kubectl` run there.
+    pub fn start_in(node: &NetNode) -> Result<Self> {
+        node.enter(|| Self::start_at(node.ip, Some(node.clone())))
+    }
+
+    fn start_at(ip: Ipv4Addr, node: Option<NetNode>) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("testkit-kube-").tempdir()?;
         let pki = dir.path().join("pki");
         std::fs::create_dir_all(&pki)?;
-        make_pki(&pki)?;
+        make_pki(&pki, ip)?;
         let mut last = None;
         for _ in 0..3 {
-            match Self::start_in(&dir) {
+            match Self::start_daemons(&dir, ip) {
                 Ok((etcd, apiserver, url)) => {
                     let admin = dir.path().join("admin.kubeconfig");
                     let this = Self {
                         url,
+                        node: node.clone(),
                         admin,
                         dir,
                         apiserver,
@@ -75,7 +95,7 @@ impl KubeApi {
         Err(last.expect("tried at least once"))
     }
 
-    fn start_in(dir: &tempfile::TempDir) -> Result<(Daemon, Daemon, String)> {
+    fn start_daemons(dir: &tempfile::TempDir, ip: Ipv4Addr) -> Result<(Daemon, Daemon, String)> {
         let root = dir.path();
         let pki = root.join("pki");
         let (client, peer) = (free_port(), free_port());
@@ -116,8 +136,8 @@ impl KubeApi {
         let _ = std::fs::remove_file(&audit);
         let mut cmd = Command::new(deps_binary("kube-apiserver"));
         cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
+            .arg(format!("--bind-address={ip}"))
+            .arg(format!("--advertise-address={ip}"))
             .arg(format!("--secure-port={port}"))
             .arg(format!("--cert-dir={}", root.join("certs").display()))
             .arg(format!("--tls-cert-file={}", p("server.crt")))
@@ -138,7 +158,7 @@ impl KubeApi {
             .arg("--profiling=false")
             .arg("--v=1");
         let mut apiserver = Daemon::spawn("kube-apiserver", cmd, &root.join("apiserver.log"))?;
-        let url = format!("https://127.0.0.1:{port}");
+        let url = format!("https://{ip}:{port}");
         let https = ca_client(&pki)?;
         let ready = wait_until("kube-apiserver", Duration::from_secs(90), || {
             if !apiserver.is_running() {
@@ -217,14 +237,20 @@ impl KubeApi {
         kubeconfig: Option<&Path>,
         args: &[&str],
     ) -> Result<std::process::Output> {
-        Command::new(deps_binary("kubectl"))
-            .arg(format!(
-                "--kubeconfig={}",
-                kubeconfig.unwrap_or(&self.admin).display()
-            ))
-            .args(args)
-            .output()
-            .context("run kubectl")
+        let run = || {
+            Command::new(deps_binary("kubectl"))
+                .arg(format!(
+                    "--kubeconfig={}",
+                    kubeconfig.unwrap_or(&self.admin).display()
+                ))
+                .args(args)
+                .output()
+                .context("run kubectl")
+        };
+        match &self.node {
+            Some(node) => node.enter(run),
+            None => run(),
+        }
     }
 
     /// `kubectl` as the admin; fails unless it succeeds, returns stdout.
@@ -239,7 +265,8 @@ impl KubeApi {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// A kube client with `kubeconfig`.
+    /// A kube client with `kubeconfig` (after [`KubeApi::start_in`], usable only on a thread
+    /// inside that node or another one on the bridge).
     pub async fn client_with(kubeconfig: &Path) -> Result<kube::Client> {
         crate::install_crypto_provider();
         let config = kube::Config::from_custom_kubeconfig(
@@ -283,8 +310,9 @@ rules:
   - level: Metadata
 ";
 
-/// CA, the server's certificate (loopback and the Service IP) and the ServiceAccount signing key.
-fn make_pki(pki: &Path) -> Result<()> {
+/// CA, the server's certificate (loopback, `ip`, the Service IP) and the ServiceAccount signing
+/// key.
+fn make_pki(pki: &Path, ip: Ipv4Addr) -> Result<()> {
     openssl(&[
         "req",
         "-x509",
@@ -311,7 +339,9 @@ fn make_pki(pki: &Path) -> Result<()> {
         &pki.join("server.key"),
         &pki.join("server.crt"),
         "/CN=kube-apiserver",
-        Some("subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.97.0.1,DNS:kubernetes.default.svc"),
+        Some(&format!(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{ip},IP:10.97.0.1,DNS:kubernetes.default.svc"
+        )),
     )?;
     openssl(&[
         "genpkey",
