@@ -287,16 +287,25 @@ impl Node {
         serde_json::from_slice(&text).ok()
     }
 
-    /// The peer IDs the agent connected by its own dial (its `connected to peer` log lines),
-    /// in the part of its log after byte `from`.
-    fn dialled(&self, from: usize) -> Vec<String> {
+    /// The fields of the agent's log events with `message`, in the part of its (JSON) log after
+    /// byte `from`.
+    fn logged(&self, message: &str, from: usize) -> Vec<Value> {
         let log = self.agent.log();
         log.get(from..)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| l["fields"]["message"] == "connected to peer")
-            .filter_map(|l| l["fields"]["peer"].as_str().map(str::to_owned))
+            .filter(|l| l["fields"]["message"] == message)
+            .map(|l| l["fields"].clone())
+            .collect()
+    }
+
+    /// The peer IDs the agent connected by its own dial (its `connected to peer` events) after
+    /// log byte `from`.
+    fn dialled(&self, from: usize) -> Vec<String> {
+        self.logged("connected to peer", from)
+            .iter()
+            .filter_map(|f| f["peer"].as_str().map(str::to_owned))
             .collect()
     }
 
@@ -555,9 +564,19 @@ fn images_flow_between_nodes_over_the_swarm() {
         .api
         .kubectl(&["label", "node", "c", "pool=cache", "--overwrite"])
         .unwrap();
-    poll("C's agent recorded its prefetch pin", || {
-        (c.pin_record() == Some(json!({ "pins": [layout_cid] }))).then_some(())
+    // Its agent pinned it itself (after recording it as its own), and unpinned nothing.
+    poll("C's agent added its prefetch pin", || {
+        let added = c.logged("prefetch pin added", 0);
+        (!added.is_empty()).then_some(())
     });
+    let added: Vec<Value> = c
+        .logged("prefetch pin added", 0)
+        .iter()
+        .map(|f| f["cid"].clone())
+        .collect();
+    assert_eq!(added, [layout_cid.as_str()], "C pinned the layout");
+    assert!(c.logged("prefetch pin removed", 0).is_empty());
+    assert_eq!(c.pin_record(), Some(json!({ "pins": [layout_cid] })));
     assert!(pinned(&c, &image.layout_cid));
     assert!(!pinned(&b, &image.layout_cid), "B is not in the pool");
     // The stored status: C's entry (pinned, the whole size), no other node's.
