@@ -2,15 +2,22 @@
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
 # Debian packages (registry, image tools, containerd, runc, CNI plugins, iptables, protoc, openssl),
 # and, built from their Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by
-# version outside the work tree; linked into e2e/.deps/bin): Kubo at the version the chart ships, etcd, and Kubernetes: the
-# control plane the API tests run against and the node e2e/node runs (kubelet, kube-proxy…).
+# version outside the work tree; linked into e2e/.deps/bin): Kubo at the version the chart ships,
+# etcd, Kubernetes (the control plane the API tests run against and the node e2e/node runs:
+# kubelet, kube-proxy…) and containerd 2.x.
+#
+#   bash e2e/deps.sh              # both
+#   bash e2e/deps.sh --packages   # the Debian packages only (what building the Rust code needs)
+#   bash e2e/deps.sh --go-tools   # the Go tools only
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+what=${1:-all}
+case $what in all | --packages | --go-tools) ;; *) echo "usage: $0 [--packages|--go-tools]" >&2; exit 2 ;; esac
 pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah curl python3 unzip stargz-snapshotter iproute2 openssl
   containernetworking-plugins iptables conntrack gcc libc6-dev util-linux)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ "$what" != --go-tools ] && [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -18,6 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+[ "$what" != --packages ] || { echo "deps: packages ok" >&2; exit 0; }
 command -v go >/dev/null || { echo "deps: Go (≥ 1.26) is required to build Kubo" >&2; exit 1; }
 # shellcheck source=tools/go-tool.sh
 . "$here/tools/go-tool.sh"
@@ -62,4 +70,13 @@ for b in $k8s_bins; do k8s_pkgs+=("k8s.io/kubernetes/cmd/$b"); done
 go_tool kubernetes "$k8s_version" "$here/tools/kubernetes" "$k8s_bins" \
   -tags selinux,notest,grpcnotrace -ldflags "${ldflags:-}" "${k8s_pkgs[@]}"
 echo "deps: kube-apiserver $("$here/.deps/bin/kube-apiserver" --version | awk '{print $2}'), kubelet $("$here/.deps/bin/kubelet" --version | awk '{print $2}'), kubectl $("$here/.deps/bin/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')" >&2
+# containerd 2.x beside Debian's 1.6: every containerd test runs on both (its own shim too:
+# containerd looks for containerd-shim-runc-v2 next to its own binary first).
+containerd_version=$(go_mod_version "$here/tools/containerd" github.com/containerd/containerd/v2)
+go_tool containerd "$containerd_version" "$here/tools/containerd" \
+  "containerd2=containerd ctr2=ctr containerd-shim-runc-v2" -tags no_btrfs,no_devmapper,no_zfs \
+  -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2" \
+  github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
+  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+echo "deps: $("$here/.deps/bin/containerd2" --version), and Debian's $(containerd --version | awk '{print $3}')" >&2
 echo "deps: ok" >&2

@@ -4,7 +4,19 @@
 # kubelet) on free loopback ports or inside network namespaces of its own, and stops them itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash e2e/deps.sh
+logs=$(mktemp -d)
+go_tools_pid=
+cleanup() {
+  [ -z "$go_tools_pid" ] || kill "$go_tools_pid" 2>/dev/null || true
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+bash e2e/deps.sh --packages
+# The Go tools (Kubo, etcd, Kubernetes, containerd 2.x) build while the Rust code builds: on a
+# cold machine their module downloads and single-threaded links overlap with cargo's work.
+echo "deps: building the Go tools in the background (cached after the first run)…" >&2
+( set -o pipefail; bash e2e/deps.sh --go-tools 2>&1 | sed -u 's/^/[go tools] /' >&2 ) &
+go_tools_pid=$!
 # Helm (the API-server tests render the chart's RBAC with it) and the chart checks' validators.
 bash e2e/chart/deps.sh
 cargo fmt --all -- --check
@@ -12,19 +24,26 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 # The images of the real-node test are made from the release binaries.
 cargo build --release --locked -p ipfs-image-operator -p ipfs-image-agent
-
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+echo "deps: waiting for the Go tools…" >&2
+go_tools_status=0
+wait "$go_tools_pid" || go_tools_status=$?
+go_tools_pid=
+[ "$go_tools_status" = 0 ] || { echo "deps: building the Go tools failed" >&2; exit 1; }
 status=0
 cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logs/cargo.log" || status=1
 bash e2e/chart/test.sh 2>&1 | tee "$logs/chart.log" || status=1
 # The real path on a real node: helm install → IpfsImage → Pods from IPFS (e2e/node/run.sh).
 bash e2e/node/run.sh 2>&1 | tee "$logs/node.log" || status=1
+# Everything that runs containerd, again on containerd 2.x (the tests above ran Debian's 1.6).
+echo "containerd 2.x run: $(e2e/.deps/bin/containerd2 --version) (the run above: $(containerd --version))"
+TESTKIT_CONTAINERD=2 cargo test -p ipfs-image-agent --test containerd_pull --test estargz \
+  --test gc_safety -p e2e-multinode --test multinode --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
+NODE_CONTAINERD=2 bash e2e/node/run.sh 2>&1 | tee "$logs/node-containerd2.log" || status=1
 
 # One closing line for the whole run: cargo's per-binary results plus the chart checks.
 read -r passed failed < <(
-  { grep -E '^test result:' "$logs/cargo.log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
-    grep -hE '^[0-9]+ passed, [0-9]+ failed$' "$logs/chart.log" "$logs/node.log" | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/'
+  { grep -hE '^test result:' "$logs/cargo.log" "$logs/cargo-containerd2.log" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/'
+    grep -hE '^[0-9]+ passed, [0-9]+ failed$' "$logs/chart.log" "$logs/node.log" "$logs/node-containerd2.log" | sed -E 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/'
   } | awk '{p += $1; f += $2} END {print p + 0, f + 0}')
 [ "$failed" -eq 0 ] || status=1
 [ "$passed" -gt 0 ] || { echo "no test ran" >&2; status=1; }

@@ -106,3 +106,35 @@ mod tests {
         }
     }
 }
+
+/// How long until the next attempt to publish this peer: `interval` once it is published,
+/// but at most [`PUBLISH_RETRY`] until then. A Pod's IPFS daemon usually starts a moment after
+/// the process that publishes it, and until the annotation is out no other node can fetch from
+/// it, so a first attempt that fails must not wait a whole interval.
+pub fn next_publish_delay(published: bool, interval: std::time::Duration) -> std::time::Duration {
+    if published {
+        interval
+    } else {
+        interval.min(PUBLISH_RETRY)
+    }
+}
+
+/// The retry delay of [`next_publish_delay`] while nothing is published yet.
+pub const PUBLISH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[cfg(test)]
+mod publish_delay_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn unpublished_peers_retry_within_a_second_published_ones_wait_the_interval() {
+        let interval = Duration::from_secs(30);
+        assert_eq!(next_publish_delay(false, interval), PUBLISH_RETRY);
+        assert_eq!(next_publish_delay(true, interval), interval);
+        // A shorter interval is never lengthened.
+        let short = Duration::from_millis(200);
+        assert_eq!(next_publish_delay(false, short), short);
+    }
+}

@@ -41,7 +41,17 @@ in_node() { nsenter --net="/run/netns/$NODE_NETNS" --mount="$NODE_WORK/mnt/ns" -
 # in_net CMD…: the node's network only (for tools whose files live in the machine's mounts).
 in_net() { nsenter --net="/run/netns/$NODE_NETNS" -- "$@"; }
 k() { in_node "$NODE_BIN/kubectl" --kubeconfig "$NODE_WORK/pki/admin.kubeconfig" "$@"; }
-node_ctr() { in_node ctr --address "$NODE_WORK/containerd/containerd.sock" "$@"; }
+node_ctr() { in_node "$NODE_CTR" --address "$NODE_WORK/containerd/containerd.sock" "$@"; }
+
+# NODE_CONTAINERD=1 (default): Debian's containerd 1.6; 2: containerd 2.x built by e2e/deps.sh.
+node_select_containerd() {
+  case ${NODE_CONTAINERD:-1} in
+    1) NODE_CONTAINERD_BIN=$(command -v containerd); NODE_CTR=$(command -v ctr) ;;
+    2) NODE_CONTAINERD_BIN=$(readlink -f "$NODE_BIN/containerd2"); NODE_CTR=$NODE_BIN/ctr2 ;;
+    *) node_die "NODE_CONTAINERD must be 1 or 2" ;;
+  esac
+  [ -x "$NODE_CONTAINERD_BIN" ] || node_die "$NODE_CONTAINERD_BIN is missing: run bash e2e/deps.sh"
+}
 
 # start_daemon NAME CMD…: start CMD in the node, log to $NODE_WORK/logs/NAME.log, record its PID.
 start_daemon() {
@@ -152,41 +162,7 @@ YAML
 node_configs() {
   local w=$NODE_WORK
   mkdir -p "$w/containerd" "$w/cni/net.d" "$w/cni/state" "$w/certs.d" "$w/kubelet" "$w/etcd"
-  cat >"$w/containerd/config.toml" <<TOML
-version = 2
-root = "$w/containerd/root"
-state = "$w/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = "$w/containerd/containerd.sock"
-[ttrpc]
-  address = "$w/containerd/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$w/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  stream_server_address = "127.0.0.1"
-  # Pod network namespaces under containerd's state dir, not the machine's /var/run/netns.
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-  # kubelet asks for negative OOM scores (-998 for sandboxes); without CAP_SYS_RESOURCE (as on
-  # these machines) runc cannot set them, so keep every score at or above containerd's own.
-  restrict_oom_score_adj = true
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  Root = "$w/containerd/runc"
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "$w/cni/net.d"
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "$w/certs.d"
-TOML
+  if [ "${NODE_CONTAINERD:-1}" = 1 ]; then containerd1_config; else containerd2_config; fi >"$w/containerd/config.toml"
   # One bridge on the node, host-local addresses from the pod range; no masquerade (nothing
   # is routed out of the namespace anyway).
   cat >"$w/cni/net.d/10-bridge.conflist" <<JSON
@@ -265,6 +241,88 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 YAML
 }
 
+# containerd 1.6's config (version 2: the CRI plugin is io.containerd.grpc.v1.cri).
+containerd1_config() {
+  local w=$NODE_WORK
+  cat <<TOML
+version = 2
+root = "$w/containerd/root"
+state = "$w/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "$w/containerd/containerd.sock"
+[ttrpc]
+  address = "$w/containerd/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$w/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  stream_server_address = "127.0.0.1"
+  # Pod network namespaces under containerd's state dir, not the machine's /var/run/netns.
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  # kubelet asks for negative OOM scores (-998 for sandboxes); without CAP_SYS_RESOURCE (as on
+  # these machines) runc cannot set them, so keep every score at or above containerd's own.
+  restrict_oom_score_adj = true
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "$w/containerd/runc"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "$w/cni/net.d"
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "$w/certs.d"
+TOML
+}
+
+# containerd 2.x's config (version 3: CRI images and runtime are plugins of their own).
+containerd2_config() {
+  local w=$NODE_WORK
+  cat <<TOML
+version = 3
+root = "$w/containerd/root"
+state = "$w/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.erofs"]
+[grpc]
+  address = "$w/containerd/containerd.sock"
+[ttrpc]
+  address = "$w/containerd/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$w/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "$w/certs.d"
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_selinux = false
+  # As for 1.6: no CAP_SYS_RESOURCE here, so no negative OOM scores.
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "$w/containerd/runc"
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = "$w/cni/net.d"
+TOML
+}
+
 # registry_start NAME ADDR: docker-registry (Debian's distribution) with its data in the work dir.
 registry_start() {
   local name=$1 addr=$2 d=$NODE_WORK/registry-$1
@@ -298,6 +356,7 @@ node_up() {
   NODE_NETNS=$NODE_PREFIX$NODE_ID
   NODE_DAEMONS=()
   PAUSE_IMAGE=registry.k8s.io/pause:3.10
+  node_select_containerd
   mkdir -p "$NODE_WORK/logs" "$NODE_WORK/pids" "$NODE_WORK/mnt"
   node_sweep_stale
 
@@ -384,7 +443,9 @@ node_up() {
     --bind-address=127.0.0.1 --leader-elect=false
 
   node_log "node: starting containerd, kubelet and kube-proxy"
-  start_daemon containerd containerd --config "$NODE_WORK/containerd/config.toml"
+  # Its own runc shim first: Debian's (1.6) is also on PATH, and a 2.x daemon cannot use it.
+  start_daemon containerd env PATH="$(dirname "$NODE_CONTAINERD_BIN"):$PATH" \
+    "$NODE_CONTAINERD_BIN" --config "$NODE_WORK/containerd/config.toml"
   wait_for containerd 60 node_ctr version
   node_import_pause
   start_daemon kubelet "$NODE_BIN/kubelet" --config="$NODE_WORK/kubelet/config.yaml" \

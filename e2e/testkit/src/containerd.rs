@@ -1,5 +1,8 @@
-//! A private containerd (Debian `containerd` + `runc`): own root, state, socket and registry
-//! `config_path`, no TCP listeners. `ctr` talks to it through the socket.
+//! A private containerd: own root, state, socket and registry `config_path`, no TCP listeners.
+//! `ctr` talks to it through the socket. Which containerd is the environment's choice, so the
+//! same tests run on both: Debian's 1.6 (the default) or, with `TESTKIT_CONTAINERD=2`, the
+//! 2.x that `e2e/deps.sh` builds (with its own runc shim; its CRI pulls through the transfer
+//! service).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,10 +12,81 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{Daemon, wait_until};
 
+/// The containerd release line a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerdLine {
+    /// Debian 12's containerd 1.6 (`/usr/bin/containerd`, `ctr`).
+    V1,
+    /// containerd 2.x built from its Go module (`e2e/.deps/bin/containerd2`, `ctr2`).
+    V2,
+}
+
+impl ContainerdLine {
+    /// `TESTKIT_CONTAINERD`: unset or `1` for 1.6, `2` for 2.x; anything else is an error,
+    /// so a typo never silently tests the default.
+    pub fn from_env() -> Self {
+        match std::env::var("TESTKIT_CONTAINERD").as_deref() {
+            Err(_) | Ok("") | Ok("1") => Self::V1,
+            Ok("2") => Self::V2,
+            Ok(other) => panic!("TESTKIT_CONTAINERD={other:?}: expected 1 or 2"),
+        }
+    }
+
+    fn daemon(self) -> PathBuf {
+        match self {
+            Self::V1 => PathBuf::from("containerd"),
+            // The real file: containerd finds its shim next to its own binary.
+            Self::V2 => std::fs::canonicalize(crate::deps_binary("containerd2"))
+                .expect("resolving containerd2"),
+        }
+    }
+
+    fn ctr(self) -> PathBuf {
+        match self {
+            Self::V1 => PathBuf::from("ctr"),
+            Self::V2 => crate::deps_binary("ctr2"),
+        }
+    }
+
+    /// The config file: 1.6 reads version 2 (CRI in `io.containerd.grpc.v1.cri`), 2.x version 3
+    /// (registry settings in `io.containerd.cri.v1.images`).
+    fn config(self, root: &Path, state: &Path, sock: &Path, hosts: &Path) -> String {
+        let (root, state, sock, hosts) = (
+            root.display(),
+            state.display(),
+            sock.display(),
+            hosts.display(),
+        );
+        let common = format!(
+            "root = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n"
+        );
+        match self {
+            Self::V1 => format!(
+                "version = 2\n{common}[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"{hosts}\"\n"
+            ),
+            Self::V2 => format!(
+                "version = 3\n{common}[plugins.\"io.containerd.cri.v1.images\".registry]\n  config_path = \"{hosts}\"\n"
+            ),
+        }
+    }
+
+    /// `containerd --version` of this line's binary, e.g. `v2.4.2` or `1.6.20~ds1`.
+    pub fn version(self) -> String {
+        let out = Command::new(self.daemon())
+            .arg("--version")
+            .output()
+            .expect("running containerd --version");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace().nth(2).unwrap_or(&text).to_owned()
+    }
+}
+
 pub struct Containerd {
     pub socket: PathBuf,
     /// The CRI plugin's registry `config_path` (where `hosts.toml` files go).
     pub hosts_dir: PathBuf,
+    /// Which containerd this is.
+    pub line: ContainerdLine,
     daemon: Daemon,
     dir: tempfile::TempDir,
 }
@@ -23,30 +97,23 @@ impl Containerd {
         let socket = dir.path().join("containerd.sock");
         let hosts_dir = dir.path().join("certs.d");
         std::fs::create_dir_all(&hosts_dir)?;
-        let config = format!(
-            r#"version = 2
-root = "{root}"
-state = "{state}"
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{hosts}"
-"#,
-            root = dir.path().join("root").display(),
-            state = dir.path().join("state").display(),
-            sock = socket.display(),
-            hosts = hosts_dir.display(),
+        let line = ContainerdLine::from_env();
+        let config = line.config(
+            &dir.path().join("root"),
+            &dir.path().join("state"),
+            &socket,
+            &hosts_dir,
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
-        let mut cmd = Command::new("containerd");
+        let daemon_bin = line.daemon();
+        let mut cmd = Command::new(&daemon_bin);
         cmd.arg("--config").arg(&config_path);
+        if let Some(bin_dir) = daemon_bin.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Its own shim before Debian's 1.6 one (a 2.x daemon cannot drive the old shim).
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", bin_dir.display()));
+        }
         let log = dir.path().join("containerd.log");
         let mut daemon = Daemon::spawn("containerd", cmd, &log)?;
         let sock = socket.clone();
@@ -57,7 +124,7 @@ state = "{state}"
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            Ok(Command::new("ctr")
+            Ok(Command::new(line.ctr())
                 .arg("-a")
                 .arg(&sock)
                 .arg("version")
@@ -65,9 +132,11 @@ state = "{state}"
                 .map(|o| o.status.success())
                 .unwrap_or(false))
         })?;
+        eprintln!("testkit: containerd {} ({line:?})", line.version());
         Ok(Self {
             socket,
             hosts_dir,
+            line,
             daemon,
             dir,
         })
@@ -75,7 +144,7 @@ state = "{state}"
 
     /// Run `ctr -a <socket> <args>` and return its output (whatever the exit status).
     pub fn ctr(&self, args: &[&str]) -> Result<Output> {
-        Command::new("ctr")
+        Command::new(self.line.ctr())
             .arg("-a")
             .arg(&self.socket)
             .args(args)

@@ -16,7 +16,7 @@ mod proxy;
 mod registry;
 
 pub use agent::{Agent, sum_metric};
-pub use containerd::Containerd;
+pub use containerd::{Containerd, ContainerdLine};
 pub use images::{
     PushFormat, TestImage, add_noise_layers, build_busybox_layout, noise, push_layout,
     registry_with_busybox,

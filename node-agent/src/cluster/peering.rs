@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use ipfs_image_api::peer::{PeerInfo, annotation_patch, pod_peer};
+use ipfs_image_api::peer::{PeerInfo, annotation_patch, next_publish_delay, pod_peer};
 use ipfs_oci::ipfs::{IpfsError, IpfsStore};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
@@ -48,13 +48,16 @@ impl Peering {
         let mut from_pods: BTreeMap<String, PeerInfo> = BTreeMap::new();
         let mut relist: BTreeMap<String, PeerInfo> = BTreeMap::new();
         let mut swarm = Swarm::default();
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick at once; then every interval, or sooner while nothing is published.
+        let next_tick = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(next_tick);
         let mut pod_events = self.pod_events();
         loop {
             let changed = tokio::select! {
-                _ = tick.tick() => {
+                _ = &mut next_tick => {
                     self.publish(&*ipfs, &mut published).await;
+                    let delay = next_publish_delay(published.is_some(), self.interval);
+                    next_tick.as_mut().reset(tokio::time::Instant::now() + delay);
                     true
                 }
                 event = pod_events.next() => match event {

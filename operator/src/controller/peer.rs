@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ipfs_image_api::peer::{PeerInfo, annotation_patch};
+use ipfs_image_api::peer::{PeerInfo, annotation_patch, next_publish_delay};
 use ipfs_oci::ipfs::IpfsStore;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -24,10 +24,10 @@ pub struct PeerPublishing {
 pub async fn publish_loop<S: IpfsStore>(client: kube::Client, ipfs: S, options: PeerPublishing) {
     let pods: Api<Pod> = Api::namespaced(client, &options.namespace);
     let mut published: Option<PeerInfo> = None;
-    let mut tick = tokio::time::interval(options.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut delay = Duration::ZERO;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(delay).await;
+        delay = next_publish_delay(published.is_some(), options.interval);
         let me = match ipfs.id().await {
             Ok(id) => PeerInfo {
                 id: id.peer_id,
@@ -49,6 +49,7 @@ pub async fn publish_loop<S: IpfsStore>(client: kube::Client, ipfs: S, options: 
             Ok(_) => {
                 tracing::info!(peer = %me.id, pod = %options.pod, "IPFS peer published");
                 published = Some(me);
+                delay = options.interval;
             }
             Err(e) => {
                 tracing::warn!(error = %e, pod = %options.pod, "cannot publish the IPFS peer")
