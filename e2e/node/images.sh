@@ -2,7 +2,7 @@
 # Container images without Docker, sourced by e2e/node/run.sh (after node.sh): buildah images
 # made from files on this machine, pushed to the node's registries with `buildah push`.
 # - operator and agent: the release binaries, at the paths and with the users, entrypoints and
-#   commands of docker/*.Dockerfile (the images published from machines with Docker);
+#   commands read from docker/*.Dockerfile (the images published from machines with Docker);
 # - kubo: the Kubo binary e2e/deps.sh built (the chart's version) plus busybox, for the
 #   chart's init script and probes (`/bin/sh`, `stat`, `chown`…);
 # - demo images in the source registry: busybox (imported into IPFS by the test) and a
@@ -37,6 +37,23 @@ rootfs_add_base() {
   printf 'root:x:0:\nusers:x:100:\nnonroot:x:65532:\n' >"$dir/etc/group"
 }
 
+# dockerfile_field FILE KEY: the value of the last KEY instruction (USER, ENTRYPOINT, CMD) of a
+# docker/*.Dockerfile, so the images built here and the published ones agree by construction.
+dockerfile_field() {
+  awk -v k="$2" '$1 == k {sub("^" k "[ \t]+", ""); v = $0} END {print v}' "$1"
+}
+
+# image_like_dockerfile DIR NAME DOCKERFILE: an image of DIR with the Dockerfile's user,
+# entrypoint and command.
+image_like_dockerfile() {
+  local entrypoint cmd user
+  entrypoint=$(dockerfile_field "$3" ENTRYPOINT)
+  cmd=$(dockerfile_field "$3" CMD)
+  user=$(dockerfile_field "$3" USER)
+  [ -n "$entrypoint" ] && [ -n "$user" ] || node_die "$3: no ENTRYPOINT or USER"
+  image_from_rootfs "$1" "$2" "$entrypoint" "$cmd" "$user"
+}
+
 # images_push NAME REF: push a local buildah image to a registry of the node (plain HTTP).
 images_push() {
   in_net buildah --root "$NODE_WORK/buildah/root" --runroot "$NODE_WORK/buildah/run" \
@@ -53,13 +70,16 @@ build_images() {
   KUBO_TAG=$("$NODE_BIN/ipfs" version --number)
   KUBO_TAG=v${KUBO_TAG#v}
 
-  rootfs_add_base "$r/operator"
-  rootfs_add_binary "$r/operator" "$NODE_ROOT/target/release/ipfs-image-operator" /usr/local/bin/ipfs-image-operator
-  image_from_rootfs "$r/operator" "$OPERATOR_REPO:$tag" '["/usr/local/bin/ipfs-image-operator"]' '["run"]' 65532:65532
-
-  rootfs_add_base "$r/agent"
-  rootfs_add_binary "$r/agent" "$NODE_ROOT/target/release/ipfs-image-agent" /usr/local/bin/ipfs-image-agent
-  image_from_rootfs "$r/agent" "$AGENT_REPO:$tag" '["/usr/local/bin/ipfs-image-agent"]' '["serve"]' 0:0
+  local component dockerfile
+  for component in operator agent; do
+    dockerfile=$NODE_ROOT/docker/$component.Dockerfile
+    rootfs_add_base "$r/$component"
+    # Where the Dockerfile puts the binary: the last word of its last COPY.
+    rootfs_add_binary "$r/$component" "$NODE_ROOT/target/release/ipfs-image-$component" \
+      "$(dockerfile_field "$dockerfile" COPY | awk '{print $NF}')"
+  done
+  image_like_dockerfile "$r/operator" "$OPERATOR_REPO:$tag" "$NODE_ROOT/docker/operator.Dockerfile"
+  image_like_dockerfile "$r/agent" "$AGENT_REPO:$tag" "$NODE_ROOT/docker/agent.Dockerfile"
 
   rootfs_add_base "$r/kubo"
   rootfs_add_busybox "$r/kubo"

@@ -251,6 +251,8 @@ spec:
   template:
     metadata: {labels: {app: original-ref}}
     spec:
+      # sleep as PID 1 ignores SIGTERM: do not wait 30 s for it at the end.
+      terminationGracePeriodSeconds: 1
       containers:
         - name: main
           image: $source_image
