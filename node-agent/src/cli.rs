@@ -117,6 +117,16 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peer_interval: Duration,
 
+    /// Namespaces whose IpfsImages may answer original references (`docker.io/library/nginx:1`)
+    /// on this node; objects elsewhere are served only as `ipfs/<CID>`. Repeat (or separate
+    /// with commas) for several; `*` allows every namespace. Default: this Pod's namespace.
+    #[arg(
+        long = "mirror-namespace",
+        env = "AGENT_MIRROR_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub mirror_namespaces: Vec<String>,
+
     /// This agent's Pod name (downward API), where it publishes its IPFS peer.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
