@@ -284,6 +284,10 @@ def checks_for(label, objs, text):
             problems.append(f"operator args: {op.get('args')}")
         if not arg_value(op.get("args", []), "--metrics-listen"):
             problems.append("no --metrics-listen")
+        # Every import is bounded in size and time.
+        for flag in ("--max-image-size", "--import-timeout"):
+            if arg_value(op.get("args", []), flag) in (None, "", "0", "0s"):
+                problems.append(f"operator {flag} is unset or off")
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             if op.get(probe, {}).get("httpGet", {}).get("path") != path:
                 problems.append(f"{probe} is not {path}")

@@ -40,6 +40,7 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         estargz: args.estargz,
         // One-shot: a fresh staging area, removed if the conversion fails.
         staging_key: None,
+        max_image_size: None,
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
     tracing::info!(

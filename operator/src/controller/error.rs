@@ -119,6 +119,7 @@ impl From<ConvertError> for Error {
             ConvertError::TooDeep { .. } => Reason::DagTooDeep,
             ConvertError::TooManyManifests { .. } => Reason::TooManyManifests,
             ConvertError::TooLarge { .. } => Reason::ManifestTooLarge,
+            ConvertError::ImageTooLarge { .. } => Reason::ImageTooLarge,
             ConvertError::Invalid(_) | ConvertError::NoMatchingPlatform { .. } => {
                 Reason::InvalidImage
             }

@@ -53,6 +53,10 @@ pub struct Config {
     pub backoff_max: Duration,
     /// `reportingInstance` of Events (the Pod name).
     pub instance: Option<String>,
+    /// Largest image (declared blob sizes) an import accepts; `None`: no limit.
+    pub max_image_size: Option<u64>,
+    /// Longest time one import may take; `None`: no deadline.
+    pub import_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -65,6 +69,8 @@ impl Default for Config {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             instance: None,
+            max_image_size: Some(20 << 30),
+            import_timeout: Some(Duration::from_secs(3600)),
         }
     }
 }
