@@ -126,6 +126,18 @@ pub struct RunArgs {
     #[arg(long, env = "IMPORT_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub import_timeout: Duration,
 
+    /// A network (CIDR) a registry's auth realm or redirect may not send the operator to, in
+    /// addition to loopback and link-local addresses, which are always refused (reason
+    /// `AddressRefused`; the registry's own host is exempt). List the cluster's pod and service
+    /// ranges. Repeat or separate with commas.
+    #[arg(
+        long = "refuse-network",
+        value_name = "CIDR",
+        env = "REFUSED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub refused_networks: Vec<ipfs_oci::address::Network>,
+
     /// Address of the HTTP server with /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,

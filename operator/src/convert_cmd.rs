@@ -34,6 +34,7 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         plain_http: args.plain_http,
         insecure: args.insecure,
         credentials,
+        ..Default::default()
     });
     let options = ConvertOptions {
         platforms,

@@ -106,6 +106,10 @@ impl From<SourceError> for Error {
             SourceErrorKind::Invalid => {
                 (Reason::InvalidImage, "the registry sent an invalid image")
             }
+            SourceErrorKind::AddressRefused => (
+                Reason::AddressRefused,
+                "refused to follow the registry to an internal address",
+            ),
         };
         Self::image(reason, format!("{says}: {}", e.message))
     }
