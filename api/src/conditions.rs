@@ -53,6 +53,15 @@ pub enum Reason {
     TooManyManifests,
     /// The image is malformed: bad JSON, unknown media type, or a digest or size mismatch.
     InvalidImage,
+    /// The image's blobs, as its manifests declare them, add up to more than the operator's
+    /// `--max-image-size`; refused before they are downloaded.
+    ImageTooLarge,
+    /// The import did not finish within the operator's `--import-timeout`; retried with backoff
+    /// (and resumed from the blobs already stored).
+    ImportTimedOut,
+    /// A registry pointed the operator (an auth realm or a redirect) at a loopback, link-local
+    /// or cluster-internal address, which it refuses to contact.
+    AddressRefused,
     /// The source is being converted and added to IPFS.
     Importing,
     /// The source was converted and added to IPFS.
@@ -75,7 +84,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 25] = [
         Reason::InvalidReference,
         Reason::SecretNotFound,
         Reason::SecretInvalid,
@@ -89,6 +98,9 @@ impl Reason {
         Reason::DagTooDeep,
         Reason::TooManyManifests,
         Reason::InvalidImage,
+        Reason::ImageTooLarge,
+        Reason::ImportTimedOut,
+        Reason::AddressRefused,
         Reason::Importing,
         Reason::Imported,
         Reason::Pinning,
@@ -116,6 +128,9 @@ impl Reason {
             Reason::DagTooDeep => "DagTooDeep",
             Reason::TooManyManifests => "TooManyManifests",
             Reason::InvalidImage => "InvalidImage",
+            Reason::ImageTooLarge => "ImageTooLarge",
+            Reason::ImportTimedOut => "ImportTimedOut",
+            Reason::AddressRefused => "AddressRefused",
             Reason::Importing => "Importing",
             Reason::Imported => "Imported",
             Reason::Pinning => "Pinning",
@@ -147,6 +162,9 @@ impl Reason {
                 | Reason::DagTooDeep
                 | Reason::TooManyManifests
                 | Reason::InvalidImage
+                | Reason::ImageTooLarge
+                | Reason::ImportTimedOut
+                | Reason::AddressRefused
         )
     }
 }
@@ -339,7 +357,7 @@ mod tests {
         assert!(Reason::DagTooDeep.is_failure());
         assert!(Reason::TooManyManifests.is_failure());
         let failures = Reason::ALL.iter().filter(|r| r.is_failure()).count();
-        assert_eq!(failures, 13, "every failure reason is listed in is_failure");
+        assert_eq!(failures, 16, "every failure reason is listed in is_failure");
         assert!(!Reason::Ready.is_failure());
         assert!(!Reason::WaitingForReplicas.is_failure());
         assert!(!Reason::TagMoved.is_failure());

@@ -187,6 +187,11 @@ def checks_for(label, objs, text):
         rp = agent_c.get("readinessProbe", {}).get("httpGet", {})
         if rp.get("path") != "/readyz":
             problems.append("agent readinessProbe is not /readyz")
+        # Only an administrator's namespaces answer original references: by default the release's.
+        mirror_ns = [a.split("=", 1)[1] for a in args if a.startswith("--mirror-namespace=")]
+        want_ns = [agent_ds["metadata"].get("namespace")] if label == "default" else ["ipfs-image", "platform-images"]
+        if label in ("default", "all-features") and mirror_ns != want_ns:
+            problems.append(f"agent --mirror-namespace values are {mirror_ns}, want {want_ns}")
         pre = agent_c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         if "cleanup" not in pre or not any(a.startswith("--config-path") for a in pre):
             problems.append(f"agent preStop does not run cleanup --config-path: {pre}")
@@ -197,7 +202,7 @@ def checks_for(label, objs, text):
                 problems.append(f"container {c['name']} lists port 5050 (would be a hostPort)")
             if p.get("name") not in ("metrics", "swarm", "swarm-quic"):
                 problems.append(f"container {c['name']} lists unexpected port {p}")
-    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, preStop cleanup", problems)
+    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, preStop cleanup", problems)
 
     # 3. configure-containerd init container with the containerd config_path hostPath.
     problems = []
@@ -279,6 +284,10 @@ def checks_for(label, objs, text):
             problems.append(f"operator args: {op.get('args')}")
         if not arg_value(op.get("args", []), "--metrics-listen"):
             problems.append("no --metrics-listen")
+        # Every import is bounded in size and time.
+        for flag in ("--max-image-size", "--import-timeout"):
+            if arg_value(op.get("args", []), flag) in (None, "", "0", "0s"):
+                problems.append(f"operator {flag} is unset or off")
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             if op.get(probe, {}).get("httpGet", {}).get("path") != path:
                 problems.append(f"{probe} is not {path}")
@@ -472,6 +481,7 @@ def self_test(path):
             {"kind": "Service", "metadata": {"name": "x", "labels": {}}, "spec": {"ports": [{"port": 80, "targetPort": 5001}]}}),
         "agent DaemonSet": lambda o: pod_spec(find(o, "DaemonSet", "agent")).update(hostNetwork=False),
         "registry on": lambda o: agent(o).update(args=["serve", "--listen=0.0.0.0:5050"]),
+        "mirror namespaces": lambda o: agent(o)["args"].append("--mirror-namespace=*"),
         "Kubo API configured": lambda o: next(c for c in o if c.get("kind") == "ConfigMap")["data"].update(
             {"configure-kubo.sh": "cfg Addresses.API /ip4/0.0.0.0/tcp/5001"}),
         "Kubo runs non-root": lambda o: kubo(o, "agent").pop("command"),

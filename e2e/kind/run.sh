@@ -136,6 +136,7 @@ helm install "$release" "$root/charts/ipfs-image" --namespace "$ns" \
   --set agent.image.tag="$tag" --set agent.image.pullPolicy=Never \
   --set operator.persistence.size=2Gi --set operator.kubo.storageMax=1GB \
   --set swarmKey.enabled=true --set-file swarmKey.key="$swarm_key" \
+  --set "agent.mirrorNamespaces={$ns,$test_ns}" \
   --wait --timeout 10m
 kubectl -n "$ns" rollout status deployment/"$release"-operator --timeout=5m
 kubectl -n "$ns" rollout status daemonset/"$release"-agent --timeout=5m

@@ -169,6 +169,8 @@ operator:
 agent:
   image: {repository: $AGENT_REPO, tag: $tag}
   registries: ["$SOURCE_REGISTRY=http://$SOURCE_REGISTRY"]
+  # The demo's IpfsImages live in $app_ns: the administrator lets them answer references.
+  mirrorNamespaces: ["$ns", "$app_ns"]
   statePath: $NODE_WORK/agent-state
   kubo:
     repo: {hostPath: $NODE_WORK/agent-kubo}

@@ -41,6 +41,10 @@ pub struct ConvertOptions {
     /// holds and a failed one keeps it for the next attempt; without one, a fresh area is used
     /// and removed when the import fails.
     pub staging_key: Option<String>,
+    /// Refuse an image whose blobs (config and layers, each counted once, as the manifests
+    /// declare them) add up to more than this, before downloading the blobs of the manifest
+    /// that crosses it. `None`: no limit.
+    pub max_image_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +85,9 @@ pub enum ConvertError {
     /// limit is a [`SourceError`] of kind `TooLarge`).
     #[error("{what} is {size} bytes, over the {max} byte limit")]
     TooLarge { what: String, size: u64, max: u64 },
+    /// The declared blob sizes add up to more than [`ConvertOptions::max_image_size`].
+    #[error("the image's blobs add up to at least {size} bytes, over the {max} byte limit")]
+    ImageTooLarge { size: u64, max: u64 },
     #[error("no manifest matches platforms [{wanted}]; the image has [{available}]")]
     NoMatchingPlatform { wanted: String, available: String },
     #[error(
@@ -117,6 +124,7 @@ pub async fn convert<S: IpfsStore>(
         estargz: BTreeMap::new(),
         platforms: Vec::new(),
         manifests_seen: 0,
+        declared: BTreeMap::new(),
     };
     let result = job.run(top).await;
     if result.is_err() && options.staging_key.is_none() {
@@ -217,6 +225,8 @@ struct Job<'a, S> {
     estargz: BTreeMap<Digest, Option<(EstargzLayer, Cid)>>,
     platforms: Vec<Platform>,
     manifests_seen: usize,
+    /// Every blob the manifests so far declare: digest → size (for the size limit).
+    declared: BTreeMap<Digest, u64>,
 }
 
 fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, ConvertError> {
@@ -448,6 +458,12 @@ impl<S: IpfsStore> Job<'_, S> {
         if manifest.get("config").is_none() {
             return Err(ConvertError::Invalid("manifest without config".into()));
         }
+        // The size limit counts what the manifest declares, before any blob is downloaded.
+        let mut declared = vec![descriptor_digest(&manifest["config"])?];
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            declared.push(descriptor_digest(layer)?);
+        }
+        self.check_declared_size(declared.into_iter().map(|(d, size, _)| (d, size)))?;
         let layers = manifest
             .get_mut("layers")
             .and_then(Value::as_array_mut)
@@ -469,6 +485,25 @@ impl<S: IpfsStore> Job<'_, S> {
             .config_platform(config_cid, config_digest, config_size)
             .await;
         Ok((manifest, platform))
+    }
+
+    /// Count a manifest's blobs (once each across the image) against the size limit, before any
+    /// of them is downloaded.
+    fn check_declared_size(
+        &mut self,
+        blobs: impl IntoIterator<Item = (Digest, u64)>,
+    ) -> Result<(), ConvertError> {
+        for (digest, size) in blobs {
+            self.declared.insert(digest, size);
+        }
+        let total = self
+            .declared
+            .values()
+            .fold(0u64, |sum, size| sum.saturating_add(*size));
+        match self.options.max_image_size {
+            Some(max) if total > max => Err(ConvertError::ImageTooLarge { size: total, max }),
+            _ => Ok(()),
+        }
     }
 
     /// Store the blob a descriptor names and point the descriptor at it.

@@ -1,6 +1,7 @@
 //! The IPFS-enabled OCI image format (the one nerdctl and stargz-snapshotter use), and the
 //! clients it needs: a Kubo RPC client and a source-registry client. Knows nothing of Kubernetes.
 
+pub mod address;
 pub mod content_id;
 pub mod convert;
 pub mod digest;

@@ -10,6 +10,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 
+use crate::address::{AddressPolicy, clean_reflected};
 use crate::digest::{Digest, verify_bytes};
 use crate::format::{MAX_MANIFEST_BYTES, media_type};
 use crate::ipfs::ByteStream;
@@ -22,7 +23,12 @@ pub struct SourceOptions {
     /// Accept invalid TLS certificates.
     pub insecure: bool,
     pub credentials: Option<Credentials>,
+    /// Where the registry may not send us (auth realms, redirects of `/v2/`).
+    pub addresses: AddressPolicy,
 }
+
+/// The longest piece of a server's answer that goes into an error message.
+pub const MAX_REFLECTED_CHARS: usize = 256;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -56,6 +62,9 @@ pub enum SourceErrorKind {
     TooLarge,
     /// The registry answered something that breaks the spec.
     Invalid,
+    /// The registry pointed us (an auth realm, a redirect) at an address the policy refuses;
+    /// nothing was sent there.
+    AddressRefused,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +82,11 @@ impl SourceError {
         }
     }
 
+    /// oci-client's errors carry the registry's response body: cut short and cleaned, since the
+    /// message ends up in conditions and Events.
     fn from_oci(what: &str, e: OciDistributionError) -> Self {
-        Self::new(kind_of(&e), format!("{what}: {e}"))
+        let said = clean_reflected(&e.to_string(), MAX_REFLECTED_CHARS);
+        Self::new(kind_of(&e), format!("{what}: {said}"))
     }
 
     fn too_large(what: impl std::fmt::Display, size: u64) -> Self {
@@ -134,6 +146,12 @@ pub struct RawManifest {
 pub struct SourceRegistry {
     client: oci_client::Client,
     auth: RegistryAuth,
+    /// Our own client for the endpoint check (never follows redirects).
+    http: reqwest::Client,
+    plain_http: bool,
+    addresses: AddressPolicy,
+    /// Registries whose endpoints were checked already.
+    checked: tokio::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl SourceRegistry {
@@ -155,15 +173,115 @@ impl SourceRegistry {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
         };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(options.insecure)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
         Self {
             client: oci_client::Client::new(config),
             auth,
+            http,
+            plain_http: options.plain_http,
+            addresses: options.addresses.clone(),
+            checked: Default::default(),
         }
+    }
+
+    /// oci-client follows the registry's `WWW-Authenticate` realm (and redirects) wherever they
+    /// point, with no hook to stop it: ask `/v2/` ourselves first and refuse a realm or redirect
+    /// whose host is not the registry's own and resolves to a refused address. (A DNS answer
+    /// that changes between this check and oci-client's request is not caught.)
+    async fn check_endpoints(&self, reference: &Reference) -> Result<(), SourceError> {
+        let registry = reference.resolve_registry().to_owned();
+        let mut checked = self.checked.lock().await;
+        if checked.contains(&registry) {
+            return Ok(());
+        }
+        let scheme = if self.plain_http { "http" } else { "https" };
+        let url = format!("{scheme}://{registry}/v2/");
+        // Unreachable: oci-client reports it as before, with its own error kind.
+        let Ok(answer) = self.http.get(&url).send().await else {
+            return Ok(());
+        };
+        let own_host = host_of(&registry);
+        if answer.status().is_redirection()
+            && let Some(location) = answer.headers().get(reqwest::header::LOCATION)
+        {
+            let target = answer
+                .url()
+                .join(location.to_str().unwrap_or_default())
+                .map_err(|e| {
+                    SourceError::new(SourceErrorKind::Invalid, format!("redirect of {url}: {e}"))
+                })?;
+            self.check_target(&registry, own_host, &target, "redirect")
+                .await?;
+        }
+        if let Some(realm) = answer
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer_realm)
+        {
+            let target = reqwest::Url::parse(&realm).map_err(|e| {
+                SourceError::new(
+                    SourceErrorKind::Invalid,
+                    format!(
+                        "auth realm {:?} of {registry}: {e}",
+                        clean_reflected(&realm, 80)
+                    ),
+                )
+            })?;
+            self.check_target(&registry, own_host, &target, "auth realm")
+                .await?;
+        }
+        checked.insert(registry);
+        Ok(())
+    }
+
+    async fn check_target(
+        &self,
+        registry: &str,
+        own_host: &str,
+        target: &reqwest::Url,
+        what: &str,
+    ) -> Result<(), SourceError> {
+        let Some(host) = target.host_str() else {
+            return Ok(());
+        };
+        if host.eq_ignore_ascii_case(own_host) {
+            return Ok(()); // the registry's own host, which the reference named
+        }
+        let port = target.port_or_known_default().unwrap_or(443);
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let ips: Vec<std::net::IpAddr> = match literal.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip],
+            // A name that does not resolve cannot be contacted either.
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+        };
+        let shown = clean_reflected(target.as_str(), 120);
+        for ip in ips {
+            if let Some(why) = self.addresses.refusal(ip) {
+                return Err(SourceError::new(
+                    SourceErrorKind::AddressRefused,
+                    format!(
+                        "{registry} sent its {what} to {shown}, which was not contacted: {why}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Fetch the manifest or index `reference` names (by tag or digest), verified when the
     /// reference carries a digest.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest, SourceError> {
+        self.check_endpoints(reference).await?;
         let (bytes, digest) = self
             .client
             .pull_manifest_raw(reference, &self.auth, media_type::ACCEPTED_MANIFESTS)
@@ -234,6 +352,7 @@ impl SourceRegistry {
         size: u64,
     ) -> Result<ByteStream, SourceError> {
         let digest_str = digest.to_string();
+        self.check_endpoints(reference).await?;
         // Authenticate first: blob pulls reuse the token of the last manifest call, which may have
         // been for another repository scope.
         self.client
@@ -250,6 +369,28 @@ impl SourceRegistry {
         let stream: ByteStream = Box::pin(sized.stream.map_err(std::io::Error::other));
         Ok(verified(stream, digest, Some(size)))
     }
+}
+
+/// `host` of `host[:port]` (`[v6]:port` keeps its brackets, as URLs write it).
+fn host_of(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        return registry.split_inclusive(']').next().unwrap_or(registry);
+    }
+    registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+}
+
+/// The `realm` of a `Bearer` challenge (`Bearer realm="https://auth…/token",service="…"`).
+fn bearer_realm(header: &str) -> Option<String> {
+    let (scheme, params) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    params.split(',').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("realm")
+            .then(|| v.trim().trim_matches('"').to_owned())
+    })
 }
 
 /// The media type a manifest declares; OCI allows it to be omitted, then its shape decides.
@@ -360,6 +501,18 @@ mod tests {
             None
         );
         assert!(credentials_from_docker_config(b"nope", "x").is_err());
+    }
+
+    #[test]
+    fn reads_bearer_realms_and_hosts() {
+        assert_eq!(
+            bearer_realm(r#"Bearer realm="http://127.0.0.2:9/token",service="r""#).as_deref(),
+            Some("http://127.0.0.2:9/token")
+        );
+        assert_eq!(bearer_realm(r#"Basic realm="x""#), None);
+        assert_eq!(host_of("127.0.0.1:5000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:5000"), "[::1]");
+        assert_eq!(host_of("ghcr.io"), "ghcr.io");
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn source(registry: &Registry) -> SourceRegistry {
         plain_http: true,
         insecure: false,
         credentials,
+        ..Default::default()
     })
 }
 

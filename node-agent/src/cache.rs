@@ -57,6 +57,12 @@ impl DagCache {
         }
     }
 
+    /// The image if it is resolved already; never starts a resolve.
+    pub fn cached(&self, cid: &Cid) -> Option<Arc<ImageDag>> {
+        let slots = self.slots.lock().expect("cache lock");
+        slots.get(cid).and_then(|s| s.get()).cloned()
+    }
+
     /// The resolved image, from cache or resolved now within the deadline.
     pub async fn get(&self, cid: &Cid) -> Result<Arc<ImageDag>, CacheError> {
         let slot = {

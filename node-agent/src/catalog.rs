@@ -23,6 +23,12 @@ pub struct CatalogEntry {
     pub tag: Option<String>,
     pub digest: Option<Digest>,
     pub cid: Cid,
+    /// The digest the import recorded for the source (`status.sourceDigest`), when known: lets
+    /// a pull by digest pick its candidate without resolving any DAG.
+    pub source_digest: Option<Digest>,
+    /// When the import was last checked against its registry (Unix seconds): of several
+    /// entries for one tag, the most recently checked answers. `None` (file entries) is oldest.
+    pub checked: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,10 +49,35 @@ impl CatalogEntry {
             registry: normalize_registry(reference.registry()),
             repository: reference.repository().to_owned(),
             tag: reference.tag().map(str::to_owned),
+            source_digest: digest,
             digest,
             cid,
+            checked: None,
         })
     }
+
+    /// May this entry answer a pull of `tag`? Only a source that names the tag and no digest:
+    /// `repo:tag@sha256:…` was imported by digest and says nothing about where the tag points.
+    pub fn answers_tag(&self, tag: &str) -> bool {
+        self.digest.is_none() && self.tag.as_deref() == Some(tag)
+    }
+
+    /// Does this entry's import start at `digest` (its source digest or its pinned digest)?
+    pub fn starts_at(&self, digest: &Digest) -> bool {
+        self.source_digest.as_ref() == Some(digest) || self.digest.as_ref() == Some(digest)
+    }
+}
+
+/// The most recently checked of `entries`; of equal ones, the first (file order).
+pub fn most_recent<'a>(
+    entries: impl IntoIterator<Item = &'a CatalogEntry>,
+) -> Option<&'a CatalogEntry> {
+    entries
+        .into_iter()
+        .fold(None, |best: Option<&CatalogEntry>, e| match best {
+            Some(b) if b.checked >= e.checked => Some(b),
+            _ => Some(e),
+        })
 }
 
 /// containerd sends Docker Hub as `ns=docker.io`; references may name it in other ways.
@@ -150,6 +181,29 @@ mod tests {
             ("127.0.0.1:5000", "test/busybox")
         );
         assert!(CatalogEntry::new("nginx:1.25", "not-a-cid").is_err());
+    }
+
+    #[test]
+    fn tags_answer_from_tag_only_sources_most_recent_first() {
+        const A: &str = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
+        const B: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+        let d = "sha256:0123456789012345678901234567890123456789012345678901234567890123";
+        let pinned = CatalogEntry::new(&format!("nginx:1.25@{d}"), A).unwrap();
+        assert!(
+            !pinned.answers_tag("1.25"),
+            "tag with digest never answers the tag"
+        );
+        assert!(pinned.starts_at(&d.parse().unwrap()));
+        let mut old = CatalogEntry::new("nginx:1.25", A).unwrap();
+        let mut new = CatalogEntry::new("nginx:1.25", B).unwrap();
+        assert!(new.answers_tag("1.25") && !new.answers_tag("1.26"));
+        // Without times the first wins (a file's order); with times the latest check.
+        assert_eq!(most_recent([&old, &new]).unwrap().cid, old.cid);
+        old.checked = Some(100);
+        new.checked = Some(200);
+        assert_eq!(most_recent([&old, &new]).unwrap().cid, new.cid);
+        assert_eq!(most_recent([&new, &old]).unwrap().cid, new.cid);
+        assert!(most_recent([]).is_none());
     }
 
     #[test]

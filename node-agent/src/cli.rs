@@ -37,6 +37,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the registry (`/v2/ipfs/<CID>/…` and mirror mode).
@@ -116,6 +118,16 @@ pub struct ServeArgs {
     /// How often to reconnect to every known peer (re-peers a restarted IPFS daemon).
     #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peer_interval: Duration,
+
+    /// Namespaces whose IpfsImages may answer original references (`docker.io/library/nginx:1`)
+    /// on this node; objects elsewhere are served only as `ipfs/<CID>`. Repeat (or separate
+    /// with commas) for several; `*` allows every namespace. Default: this Pod's namespace.
+    #[arg(
+        long = "mirror-namespace",
+        env = "AGENT_MIRROR_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub mirror_namespaces: Vec<String>,
 
     /// This agent's Pod name (downward API), where it publishes its IPFS peer.
     #[arg(long, env = "POD_NAME")]

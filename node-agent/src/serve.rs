@@ -124,6 +124,7 @@ async fn start_cluster(
         peer_selector: args.peer_selector.clone(),
         peer_interval: args.peer_interval,
         static_peers: args.peers.clone(),
+        mirror_namespaces: mirror_namespaces(args),
     };
     tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");
     cluster::start(
@@ -134,6 +135,24 @@ async fn start_cluster(
         config,
         cluster::Reporter::default(),
     )
+}
+
+/// `--mirror-namespace`, else the agent's own namespace (the chart's release namespace): the
+/// default must be safe, so without either no object answers an original reference.
+fn mirror_namespaces(args: &ServeArgs) -> cluster::catalog_sync::MirrorNamespaces {
+    let values = if args.mirror_namespaces.is_empty() {
+        args.pod_namespace.iter().cloned().collect()
+    } else {
+        args.mirror_namespaces.clone()
+    };
+    let allowed = cluster::catalog_sync::MirrorNamespaces::from_flags(&values);
+    if allowed == cluster::catalog_sync::MirrorNamespaces::Only(Default::default()) {
+        tracing::warn!(
+            "no --mirror-namespace and no POD_NAMESPACE: no IpfsImage answers an original reference"
+        );
+    }
+    tracing::info!(namespaces = ?allowed, "mirror catalog namespaces");
+    allowed
 }
 
 /// The in-cluster (or `KUBECONFIG`) client, with the agent's `User-Agent` so that its Pod

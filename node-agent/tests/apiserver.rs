@@ -242,7 +242,8 @@ fn the_agent_binary_keeps_catalog_pins_and_its_status_entries() {
         &kubeconfig,
         &world.ipfs,
         "node-1",
-        &["--status-interval", "4s"],
+        // The objects live in the user namespace: the administrator lets it answer references.
+        &["--status-interval", "4s", "--mirror-namespace", NS],
     );
     let repo_tag = |s: &str| s.split_once('/').unwrap().1.to_owned();
     let fail = |what: &str, e: anyhow::Error| -> ! {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cluster::catalog_sync::catalog_entries;
+use cluster::catalog_sync::{MirrorNamespaces, catalog_entries};
 use cluster::peering::Peering;
 use cluster::{Report, Reporter};
 use ipfs_image_api::IpfsImage;
@@ -100,7 +100,8 @@ fn catalog_holds_ready_mirrored_sources_only() {
         ),
     ];
     let objects: Vec<IpfsImage> = objects.iter().map(typed).collect();
-    let entries = catalog_entries(&objects);
+    let team_a = MirrorNamespaces::from_flags(&[NS.to_owned()]);
+    let entries = catalog_entries(&objects, &team_a);
     let got: Vec<(&str, String)> = entries
         .iter()
         .map(|e| (e.source.as_str(), to_base32(&e.cid)))
@@ -115,7 +116,43 @@ fn catalog_holds_ready_mirrored_sources_only() {
     );
     assert_eq!(entries[0].registry, "docker.io");
     assert_eq!(entries[0].repository, "library/nginx");
-    assert!(catalog_entries(&[]).is_empty());
+    assert!(catalog_entries(&[], &team_a).is_empty());
+    // Another namespace's objects never answer a reference; `*` is the explicit opt-in to all.
+    let other = MirrorNamespaces::from_flags(&["ipfs-image".to_owned()]);
+    assert!(catalog_entries(&objects, &other).is_empty());
+    assert!(catalog_entries(&objects, &MirrorNamespaces::from_flags(&[])).is_empty());
+    let all = MirrorNamespaces::from_flags(&["*".to_owned()]);
+    assert_eq!(catalog_entries(&objects, &all), entries);
+}
+
+#[test]
+fn catalog_entries_carry_the_check_time_and_source_digest() {
+    let digest = "sha256:0123456789012345678901234567890123456789012345678901234567890123";
+    let objects = [
+        image(
+            "checked",
+            json!({"source": "registry.test/app:1"}),
+            json!({"phase": "Ready", "cid": CID_A, "sourceDigest": digest,
+                   "lastCheckTime": "2026-01-02T03:04:05Z"}),
+        ),
+        image(
+            "imported",
+            json!({"source": "registry.test/app:2"}),
+            json!({"phase": "Ready", "cid": CID_B, "conditions": [{"type": "Imported",
+                   "status": "True", "reason": "Imported", "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+        ),
+    ];
+    let objects: Vec<IpfsImage> = objects.iter().map(typed).collect();
+    let entries = catalog_entries(&objects, &MirrorNamespaces::from_flags(&[NS.to_owned()]));
+    assert_eq!(entries[0].checked, Some(1_767_323_045));
+    assert_eq!(entries[0].source_digest, Some(digest.parse().unwrap()));
+    assert_eq!(
+        entries[1].checked,
+        Some(1_767_225_600),
+        "Imported time without a check time"
+    );
+    assert_eq!(entries[1].source_digest, None);
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Convert IMAGE to the IPFS-enabled format, add and pin it; print its CID as the last line
@@ -114,6 +116,30 @@ pub struct RunArgs {
     )]
     pub insecure_registries: Vec<String>,
 
+    /// Refuse images whose blobs, as their manifests declare them, add up to more than this
+    /// (reason `ImageTooLarge`, before the blobs are downloaded). Bytes, or with KiB/MiB/GiB/TiB;
+    /// `0` turns the limit off.
+    #[arg(long, env = "MAX_IMAGE_SIZE", default_value = "20GiB", value_parser = parse_size)]
+    pub max_image_size: u64,
+
+    /// Longest time one import (registry to IPFS) may take; a slower one stops with reason
+    /// `ImportTimedOut`, frees its reconcile slot and is retried with backoff, resuming from
+    /// the blobs it stored. `0s` turns the deadline off.
+    #[arg(long, env = "IMPORT_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub import_timeout: Duration,
+
+    /// A network (CIDR) a registry's auth realm or redirect may not send the operator to, in
+    /// addition to loopback and link-local addresses, which are always refused (reason
+    /// `AddressRefused`; the registry's own host is exempt). List the cluster's pod and service
+    /// ranges. Repeat or separate with commas.
+    #[arg(
+        long = "refuse-network",
+        value_name = "CIDR",
+        env = "REFUSED_NETWORKS",
+        value_delimiter = ','
+    )]
+    pub refused_networks: Vec<ipfs_oci::address::Network>,
+
     /// Address of the HTTP server with /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,
@@ -167,6 +193,36 @@ pub struct RunArgs {
     /// How often the IPFS daemon's identity is read again to republish it when it changed.
     #[arg(long, env = "PEER_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub peer_interval: Duration,
+}
+
+/// `1073741824`, `512MiB`, `20GiB`, `1TiB` (`K`/`M`/`G`/`T` and `KB`… as powers of 1024 too).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 20GiB)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A Kubernetes-style duration: `90s`, `10m`, `1h30m`.

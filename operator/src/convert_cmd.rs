@@ -34,12 +34,14 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         plain_http: args.plain_http,
         insecure: args.insecure,
         credentials,
+        ..Default::default()
     });
     let options = ConvertOptions {
         platforms,
         estargz: args.estargz,
         // One-shot: a fresh staging area, removed if the conversion fails.
         staging_key: None,
+        max_image_size: None,
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
     tracing::info!(

@@ -45,6 +45,9 @@ fn main() -> std::process::ExitCode {
                     backoff_base: args.error_backoff,
                     backoff_max: args.max_backoff,
                     instance: instance.clone(),
+                    max_image_size: (args.max_image_size > 0).then_some(args.max_image_size),
+                    import_timeout: (!args.import_timeout.is_zero()).then_some(args.import_timeout),
+                    refused_networks: args.refused_networks,
                 };
                 let peer = match (&args.pod_name, &args.lease_namespace) {
                     (Some(pod), Some(namespace)) if args.publish_peer => {

@@ -910,6 +910,7 @@ fn oversized_manifests_are_manifest_too_large() {
             ),
         ],
         body: huge,
+        stall: false,
     };
     let proxy = HttpProxy::start(&registry.addr, move |method, path| {
         (method == "GET" && path == "/v2/huge/manifests/1").then(|| huge_answer.clone())

@@ -234,6 +234,9 @@ impl Node {
                 &pod,
                 "--pod-namespace",
                 RELEASE_NAMESPACE,
+                // The test's IpfsImages live in the user namespace (the chart's mirrorNamespaces).
+                "--mirror-namespace",
+                USER_NAMESPACE,
                 // 1 s instead of 30 s: how often peers are re-checked and status entries written.
                 "--peer-interval",
                 "1s",

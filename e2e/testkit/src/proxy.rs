@@ -21,6 +21,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Send the status and headers, then never the body (a registry that never finishes).
+    pub stall: bool,
 }
 
 impl Answer {
@@ -30,6 +32,21 @@ impl Answer {
             status,
             headers: vec![("content-type".into(), "text/plain".into())],
             body: body.as_bytes().to_vec(),
+            stall: false,
+        }
+    }
+
+    /// `200` with a `Content-Length` of `length` and a body that never comes: the connection
+    /// stays open and silent until the client gives up.
+    pub fn stalled(length: u64) -> Self {
+        Self {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/octet-stream".into()),
+                ("content-length".into(), length.to_string()),
+            ],
+            body: Vec::new(),
+            stall: true,
         }
     }
 
@@ -42,6 +59,7 @@ impl Answer {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: serde_json::to_vec(&body).expect("JSON"),
+            stall: false,
         }
     }
 
@@ -145,7 +163,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .lock()
             .expect("log")
             .push(format!("{method} {path} -> {} (proxy)", answer.status));
-        let mut response = Response::new(Body::from(answer.body));
+        let body = if answer.stall {
+            Body::from_stream(futures::stream::pending::<
+                Result<bytes::Bytes, std::io::Error>,
+            >())
+        } else {
+            Body::from(answer.body)
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = StatusCode::from_u16(answer.status).expect("valid status");
         for (name, value) in answer.headers {
             response.headers_mut().insert(

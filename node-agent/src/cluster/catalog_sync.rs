@@ -1,6 +1,8 @@
 //! The mirror catalog from the cluster: the `{spec.source, status.cid}` of every Ready
-//! `IpfsImage` with `spec.mirror` on and a `spec.source`, merged with the standalone file.
+//! `IpfsImage` with `spec.mirror` on and a `spec.source`, in a namespace the administrator lets
+//! answer original references, merged with the standalone file.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +16,62 @@ use crate::catalog::{Catalog, CatalogEntry};
 /// How often the file catalog is checked for a reload (it is polled by its own watcher too).
 const FILE_POLL: Duration = Duration::from_secs(2);
 
-/// The catalog entries the objects give: Ready, mirrored, with a source and a CID. Objects
-/// whose source or CID does not parse are skipped (and logged): one bad object must not empty
-/// the mirror for everyone. Sorted and without duplicates, so equal inputs give equal outputs.
-pub fn catalog_entries<'a>(objects: impl IntoIterator<Item = &'a IpfsImage>) -> Vec<CatalogEntry> {
+/// The namespaces whose IpfsImages may answer original references on every node. What a
+/// reference means cluster-wide is an administrator's decision, so this is a flag the chart
+/// sets (its release namespace by default), never something an object can claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorNamespaces {
+    /// `*`: every namespace (an explicit opt-in, for clusters with a single tenant).
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl MirrorNamespaces {
+    /// From the flag's values: `*` alone means all; an empty list allows none.
+    pub fn from_flags(values: &[String]) -> Self {
+        if values.iter().any(|v| v == "*") {
+            return Self::All;
+        }
+        Self::Only(values.iter().filter(|v| !v.is_empty()).cloned().collect())
+    }
+
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(namespace),
+        }
+    }
+}
+
+/// The catalog entries the objects give: Ready, mirrored, with a source and a CID, in an
+/// allowed namespace. Objects whose source or CID does not parse are skipped (and logged): one
+/// bad object must not empty the mirror for everyone. Sorted and without duplicates, so equal
+/// inputs give equal outputs.
+pub fn catalog_entries<'a>(
+    objects: impl IntoIterator<Item = &'a IpfsImage>,
+    allowed: &MirrorNamespaces,
+) -> Vec<CatalogEntry> {
     let mut entries: Vec<CatalogEntry> = Vec::new();
     for obj in objects {
         let Some(status) = &obj.status else { continue };
         if status.phase != Some(Phase::Ready) || !obj.spec.mirror {
             continue;
         }
+        // Objects elsewhere still serve as `ipfs/<CID>`; they just never answer a reference.
+        if !allowed.allows(&obj.namespace().unwrap_or_default()) {
+            continue;
+        }
         let (Some(source), Some(cid)) = (&obj.spec.source, &status.cid) else {
             continue;
         };
         match CatalogEntry::new(source, cid) {
-            Ok(e) => entries.push(e),
+            Ok(mut e) => {
+                if let Some(d) = status.source_digest.as_deref().and_then(|d| d.parse().ok()) {
+                    e.source_digest = Some(d);
+                }
+                e.checked = checked_at(obj);
+                entries.push(e)
+            }
             Err(e) => tracing::warn!(
                 namespace = obj.namespace().unwrap_or_default(),
                 name = obj.name_any(),
@@ -40,6 +83,19 @@ pub fn catalog_entries<'a>(objects: impl IntoIterator<Item = &'a IpfsImage>) -> 
     entries.sort_by(|a, b| (&a.source, a.cid).cmp(&(&b.source, b.cid)));
     entries.dedup();
     entries
+}
+
+/// When the import was last checked: `status.lastCheckTime`, else when it became Imported.
+fn checked_at(obj: &IpfsImage) -> Option<i64> {
+    let status = obj.status.as_ref()?;
+    let time = status.last_check_time.as_ref().or_else(|| {
+        ipfs_image_api::find_condition(
+            &status.conditions,
+            ipfs_image_api::conditions::types::IMPORTED,
+        )
+        .map(|c| &c.last_transition_time)
+    })?;
+    Some(time.0.as_second())
 }
 
 /// The union of two entry lists (file first), without duplicates.
@@ -58,6 +114,7 @@ pub async fn run(
     mut images: ImagesRx,
     catalog: Arc<Catalog>,
     file: Option<Arc<Catalog>>,
+    allowed: MirrorNamespaces,
     reporter: Reporter,
 ) {
     let mut cluster: Option<Vec<CatalogEntry>> = None;
@@ -72,7 +129,7 @@ pub async fn run(
                 }
                 let snapshot = images.borrow_and_update().clone();
                 if let Some(objects) = snapshot {
-                    let entries = catalog_entries(objects.values());
+                    let entries = catalog_entries(objects.values(), &allowed);
                     if cluster.as_ref() != Some(&entries) {
                         cluster = Some(entries);
                         changed = true;

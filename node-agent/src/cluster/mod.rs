@@ -49,6 +49,8 @@ pub struct ClusterConfig {
     pub peer_interval: Duration,
     /// Peers from `--peer`, kept in addition to the Pods'.
     pub static_peers: Vec<PeerInfo>,
+    /// Namespaces whose IpfsImages answer original references through the mirror.
+    pub mirror_namespaces: catalog_sync::MirrorNamespaces,
 }
 
 /// Progress signals, for tests and logs: each is sent after the work it names is done.
@@ -123,6 +125,7 @@ pub fn start<S: IpfsStore + 'static>(
             images_rx.clone(),
             catalog,
             file_catalog,
+            config.mirror_namespaces.clone(),
             reporter.clone(),
         )),
         tokio::spawn(node::run(

@@ -24,7 +24,7 @@ use ipfs_oci::resolve::{DagEntry, ImageDag};
 use ipfs_oci::verified_stream::verified;
 
 use crate::cache::{CacheError, DagCache};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogEntry, most_recent};
 use crate::metrics::Metrics;
 pub use errors::{ErrorCode, RegistryError};
 pub use fanout::BlobStreams;
@@ -227,6 +227,7 @@ async fn tags_list(
                 .catalog
                 .for_repository(ns, repo)
                 .into_iter()
+                .filter(|e| e.digest.is_none())
                 .filter_map(|e| e.tag)
                 .collect();
             if tags.is_empty() {
@@ -276,29 +277,53 @@ async fn mirror_lookup(
     if candidates.is_empty() {
         return Err(miss(format!("{ns}/{repo} is not held in IPFS")));
     }
-    for entry in &candidates {
-        let dag = match app.cache.get(&entry.cid).await {
-            Ok(dag) => dag,
-            Err(e) => {
-                // A mirror that cannot answer must let containerd fall back at once.
-                record_ipfs_failure(app, &e);
-                tracing::warn!(source = %entry.source, error = %e, "mirror: image unavailable, falling back");
-                continue;
-            }
-        };
-        let digest = match &route.target {
-            Target::Tag(tag) if entry.tag.as_deref() == Some(tag.as_str()) => {
-                dag.source_digest.or(entry.digest)
-            }
-            Target::Tag(_) => None,
-            Target::Digest(d) => dag.get(d).map(|_| *d),
-        };
-        if let Some(digest) = digest {
-            app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
-            return Ok((dag, digest));
-        }
+    // A digest some already resolved image holds answers without touching IPFS (the blobs and
+    // platform manifests of a pull that began with its tag).
+    if let Target::Digest(d) = &route.target
+        && let Some(dag) = candidates
+            .iter()
+            .filter_map(|e| app.cache.cached(&e.cid))
+            .find(|dag| dag.get(d).is_some())
+    {
+        app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
+        return Ok((dag, *d));
     }
-    Err(miss(format!("{ns}/{repo}: not held in IPFS")))
+    // Otherwise one candidate, chosen before any DAG is resolved, so a pull waits at most one
+    // resolve timeout however many objects name this repository.
+    let Some(entry) = pick_candidate(&candidates, &route.target) else {
+        return Err(miss(format!("{ns}/{repo}: not held in IPFS")));
+    };
+    let dag = match app.cache.get(&entry.cid).await {
+        Ok(dag) => dag,
+        Err(e) => {
+            // A mirror that cannot answer must let containerd fall back at once.
+            record_ipfs_failure(app, &e);
+            tracing::warn!(source = %entry.source, error = %e, "mirror: image unavailable, falling back");
+            return Err(miss(format!("{ns}/{repo}: IPFS cannot answer now: {e}")));
+        }
+    };
+    let digest = match &route.target {
+        Target::Tag(_) => dag.source_digest.or(entry.source_digest),
+        Target::Digest(d) => dag.get(d).map(|_| *d),
+    };
+    match digest {
+        Some(digest) => {
+            app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
+            Ok((dag, digest))
+        }
+        None => Err(miss(format!("{ns}/{repo}: not held in IPFS"))),
+    }
+}
+
+/// The one catalog entry a mirror request may resolve. A tag: the most recently checked source
+/// naming that tag and no digest. A digest: the most recently checked import that starts at it,
+/// else the most recently checked entry of the repository (its DAG may hold the digest).
+fn pick_candidate<'a>(candidates: &'a [CatalogEntry], target: &Target) -> Option<&'a CatalogEntry> {
+    match target {
+        Target::Tag(tag) => most_recent(candidates.iter().filter(|e| e.answers_tag(tag))),
+        Target::Digest(d) => most_recent(candidates.iter().filter(|e| e.starts_at(d)))
+            .or_else(|| most_recent(candidates)),
+    }
 }
 
 fn not_found(kind: Kind, digest: &Digest) -> RegistryError {

@@ -106,6 +106,10 @@ impl From<SourceError> for Error {
             SourceErrorKind::Invalid => {
                 (Reason::InvalidImage, "the registry sent an invalid image")
             }
+            SourceErrorKind::AddressRefused => (
+                Reason::AddressRefused,
+                "refused to follow the registry to an internal address",
+            ),
         };
         Self::image(reason, format!("{says}: {}", e.message))
     }
@@ -119,6 +123,7 @@ impl From<ConvertError> for Error {
             ConvertError::TooDeep { .. } => Reason::DagTooDeep,
             ConvertError::TooManyManifests { .. } => Reason::TooManyManifests,
             ConvertError::TooLarge { .. } => Reason::ManifestTooLarge,
+            ConvertError::ImageTooLarge { .. } => Reason::ImageTooLarge,
             ConvertError::Invalid(_) | ConvertError::NoMatchingPlatform { .. } => {
                 Reason::InvalidImage
             }

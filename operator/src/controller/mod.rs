@@ -53,6 +53,13 @@ pub struct Config {
     pub backoff_max: Duration,
     /// `reportingInstance` of Events (the Pod name).
     pub instance: Option<String>,
+    /// Largest image (declared blob sizes) an import accepts; `None`: no limit.
+    pub max_image_size: Option<u64>,
+    /// Longest time one import may take; `None`: no deadline.
+    pub import_timeout: Option<Duration>,
+    /// Networks (besides loopback and link-local) a registry's auth realm or redirect may not
+    /// point at: the cluster's own pod and service ranges.
+    pub refused_networks: Vec<ipfs_oci::address::Network>,
 }
 
 impl Default for Config {
@@ -65,6 +72,9 @@ impl Default for Config {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             instance: None,
+            max_image_size: Some(20 << 30),
+            import_timeout: Some(Duration::from_secs(3600)),
+            refused_networks: Vec::new(),
         }
     }
 }
@@ -81,6 +91,10 @@ impl Config {
             plain_http: listed(&self.plain_http_registries),
             insecure: listed(&self.insecure_registries),
             credentials,
+            addresses: ipfs_oci::address::AddressPolicy {
+                refuse_local: true,
+                refused: self.refused_networks.clone(),
+            },
         }
     }
 

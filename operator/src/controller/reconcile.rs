@@ -278,18 +278,28 @@ async fn import<S: IpfsStore>(
     mark_importing(obj, ctx, &status, format!("importing {source}")).await?;
 
     let started = Instant::now();
-    let image = convert(
-        &ctx.ipfs,
-        &registry,
-        reference,
-        &ConvertOptions {
-            platforms,
-            estargz: obj.spec.estargz,
-            // Per object: a retry or a restarted operator resumes from the blobs Kubo holds.
-            staging_key: Some(staging_key(obj)),
-        },
-    )
-    .await?;
+    let options = ConvertOptions {
+        platforms,
+        estargz: obj.spec.estargz,
+        // Per object: a retry or a restarted operator resumes from the blobs Kubo holds.
+        staging_key: Some(staging_key(obj)),
+        max_image_size: ctx.config.max_image_size,
+    };
+    let converting = convert(&ctx.ipfs, &registry, reference, &options);
+    // A registry that never finishes must not hold a reconcile slot forever.
+    let image = match ctx.config.import_timeout {
+        Some(limit) => tokio::time::timeout(limit, converting)
+            .await
+            .map_err(|_| {
+                Error::image(
+                    Reason::ImportTimedOut,
+                    format!(
+                        "importing {source} did not finish within {limit:?}; retried with backoff"
+                    ),
+                )
+            })??,
+        None => converting.await?,
+    };
     ctx.metrics
         .observe_import(started.elapsed(), image.total_size);
 

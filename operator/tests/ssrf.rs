@@ -1,0 +1,200 @@
+//! The operator never fetches internal addresses on a registry's say-so, on a real
+//! kube-apiserver with the operator binary as its ServiceAccount: a real registry behind
+//! testkit's proxy sends a `WWW-Authenticate` realm on 127.0.0.2 (a listener there must see no
+//! connection) or on 169.254.169.254, and each import ends `AddressRefused`. A registry's error
+//! body reaches the condition and the Event cut short and without control characters.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::kube_world::{
+    ChartWorld, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE, USER_NAMESPACE as NS, get_json,
+};
+use testkit::{Answer, HttpProxy, KubeApi, wait_until};
+
+const STEP: Duration = Duration::from_secs(60);
+
+/// A listener on `ip` that counts the connections it accepts (and answers none).
+struct Witness {
+    addr: String,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Witness {
+    fn start(ip: &str) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (accepted, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (count, stopping) = (accepted.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // Polling a non-blocking accept, so the thread can be stopped.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The registry behind a proxy whose `/v2/` challenge names `realm`.
+fn with_realm(registry: &str, realm: String) -> HttpProxy {
+    HttpProxy::start(registry, move |method, path| {
+        (method == "GET" && path == "/v2/").then(|| {
+            Answer::text(401, "").with_header(
+                "www-authenticate",
+                &format!(r#"Bearer realm="{realm}",service="registry""#),
+            )
+        })
+    })
+    .unwrap()
+}
+
+fn image(name: &str, source: &str) -> String {
+    json!({"apiVersion": "ipfsimage.dev/v1alpha1", "kind": "IpfsImage",
+        "metadata": {"name": name, "namespace": NS}, "spec": {"source": source}})
+    .to_string()
+}
+
+/// `name`'s Ready condition once it is False with `reason` (an outage keeps the phase
+/// Importing, a refusal makes it Failed).
+fn ready_with(world: &ChartWorld, op: &OperatorProcess, name: &str, reason: &str) -> Value {
+    let mut last = Value::Null;
+    wait_until(&format!("{name} {reason}"), STEP, || {
+        last = get_json(&world.api, "ipfsimg", NS, name)?
+            .and_then(|o| o["status"]["conditions"].as_array().cloned())
+            .and_then(|c| c.into_iter().find(|c| c["type"] == "Ready"))
+            .unwrap_or(Value::Null);
+        Ok(last["status"] == "False" && last["reason"] == reason)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+    last
+}
+
+/// The notes of the Warning Events about `name`.
+fn warning_notes(api: &KubeApi, name: &str) -> Vec<String> {
+    let events: Value = serde_json::from_str(
+        &api.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            NS,
+            "-o",
+            "json",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "Warning")
+        .map(|e| e["note"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned() {
+    let world = ChartWorld::start().unwrap();
+    let witness = Witness::start("127.0.0.2");
+    let loopback = with_realm(
+        &world.registry.addr,
+        format!("http://{}/token", witness.addr),
+    );
+    let metadata = with_realm(&world.registry.addr, "http://169.254.169.254/token".into());
+    // A registry error whose body is long, has control characters and ends in a marker.
+    let body = format!("<b>\u{1b}[31mboom\r\n{}\nEND-OF-BODY", "x".repeat(2000));
+    let noisy = HttpProxy::start(&world.registry.addr, move |method, path| {
+        (method == "GET" && path == "/v2/test/busybox/manifests/1")
+            .then(|| Answer::text(500, &body))
+    })
+    .unwrap();
+
+    let kubeconfig = world
+        .api
+        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+        .unwrap();
+    let mut args = vec![];
+    for p in [&loopback, &metadata, &noisy] {
+        args.extend(["--plain-http-registry", p.addr.as_str()]);
+    }
+    let op = OperatorProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
+        &kubeconfig,
+        "op-ssrf",
+        &world,
+        &args,
+    )
+    .unwrap();
+    for (name, proxy) in [
+        ("loopback", &loopback),
+        ("metadata", &metadata),
+        ("noisy", &noisy),
+    ] {
+        let source = format!("{}/test/busybox:1", proxy.addr);
+        world.apply(name, &image(name, &source)).unwrap();
+    }
+
+    for (name, target) in [
+        ("loopback", witness.addr.clone()),
+        ("metadata", "169.254.169.254".to_owned()),
+    ] {
+        let ready = ready_with(&world, &op, name, "AddressRefused");
+        let obj = get_json(&world.api, "ipfsimg", NS, name).unwrap().unwrap();
+        assert_eq!(obj["status"]["phase"], "Failed", "{name}");
+        let message = ready["message"].as_str().unwrap();
+        assert!(message.contains(&target), "{name}: {message}");
+    }
+    assert_eq!(
+        witness.accepted.load(Ordering::SeqCst),
+        0,
+        "a request reached the realm on 127.0.0.2\n{}",
+        op.log_text()
+    );
+
+    let ready = ready_with(&world, &op, "noisy", "RegistryUnavailable");
+    let message = ready["message"].as_str().unwrap();
+    let notes = warning_notes(&world.api, "noisy");
+    assert!(!notes.is_empty(), "a Warning Event about noisy");
+    for text in notes.iter().map(String::as_str).chain([message]) {
+        assert!(text.contains("boom"), "the body's start is kept: {text}");
+        assert!(
+            !text.contains("END-OF-BODY"),
+            "cut short: {} chars",
+            text.len()
+        );
+        assert!(text.chars().count() < 600, "{} chars", text.chars().count());
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+    }
+}
