@@ -36,8 +36,9 @@ bash e2e/chart/test.sh 2>&1 | tee "$logs/chart.log" || status=1
 bash e2e/node/run.sh 2>&1 | tee "$logs/node.log" || status=1
 # Everything that runs containerd, again on containerd 2.x (the tests above ran Debian's 1.6).
 echo "containerd 2.x run: $(e2e/.deps/bin/containerd2 --version) (the run above: $(containerd --version))"
-TESTKIT_CONTAINERD=2 cargo test -p ipfs-image-agent --test containerd_pull --test estargz \
-  --test gc_safety -p e2e-multinode --test multinode --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
+# (--workspace: the same feature set as above, so cargo reuses the test binaries it built.)
+TESTKIT_CONTAINERD=2 cargo test --workspace --test containerd_pull --test estargz \
+  --test gc_safety --test multinode --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
 NODE_CONTAINERD=2 bash e2e/node/run.sh 2>&1 | tee "$logs/node-containerd2.log" || status=1
 
 # One closing line for the whole run: cargo's per-binary results plus the chart checks.
