@@ -241,21 +241,31 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 YAML
 }
 
-# containerd 1.6's config (version 2: the CRI plugin is io.containerd.grpc.v1.cri).
-containerd1_config() {
+# containerd_base_config VERSION: what both config versions share (paths in the work dir, no
+# snapshotters this machine lacks; an ID a version does not know is ignored).
+containerd_base_config() {
   local w=$NODE_WORK
   cat <<TOML
-version = 2
+version = $1
 root = "$w/containerd/root"
 state = "$w/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.erofs"]
 [grpc]
   address = "$w/containerd/containerd.sock"
 [ttrpc]
   address = "$w/containerd/containerd.sock.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$w/containerd/opt"
+TOML
+}
+
+# containerd 1.6's config (version 2: the CRI plugin is io.containerd.grpc.v1.cri).
+containerd1_config() {
+  local w=$NODE_WORK
+  containerd_base_config 2
+  cat <<TOML
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   stream_server_address = "127.0.0.1"
@@ -284,19 +294,8 @@ TOML
 # containerd 2.x's config (version 3: CRI images and runtime are plugins of their own).
 containerd2_config() {
   local w=$NODE_WORK
+  containerd_base_config 3
   cat <<TOML
-version = 3
-root = "$w/containerd/root"
-state = "$w/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.erofs"]
-[grpc]
-  address = "$w/containerd/containerd.sock"
-[ttrpc]
-  address = "$w/containerd/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$w/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
   stream_server_address = "127.0.0.1"
 [plugins."io.containerd.cri.v1.images"]
