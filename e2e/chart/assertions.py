@@ -193,8 +193,9 @@ def checks_for(label, objs, text):
         if label in ("default", "all-features") and mirror_ns != want_ns:
             problems.append(f"agent --mirror-namespace values are {mirror_ns}, want {want_ns}")
         pre = agent_c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-        if "cleanup" not in pre or not any(a.startswith("--config-path") for a in pre):
-            problems.append(f"agent preStop does not run cleanup --config-path: {pre}")
+        want_flag = "--registries-dir" if label == "crio" else "--config-path"
+        if "cleanup" not in pre or not any(a.startswith(want_flag) for a in pre):
+            problems.append(f"agent preStop does not run cleanup {want_flag}: {pre}")
     # Ports of a hostNetwork pod are node ports: only metrics and the Kubo swarm may be listed.
     for c in containers(ds):
         for p in c.get("ports", []) or []:
@@ -204,12 +205,27 @@ def checks_for(label, objs, text):
                 problems.append(f"container {c['name']} lists unexpected port {p}")
     check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, preStop cleanup", problems)
 
-    # 3. configure-containerd init container with the containerd config_path hostPath.
+    # 3. configure-containerd init container with the containerd config_path hostPath (CRI-O:
+    #    configure-registries with the registries.conf.d hostPath, and nothing of containerd's).
     problems = []
     init = {c["name"]: c for c in ds.get("initContainers", [])}
     cc = init.get("configure-containerd")
     vols = {v["name"]: v for v in ds.get("volumes", [])}
-    if cc is None:
+    if label == "crio":
+        cr = init.get("configure-registries")
+        if cc is not None or "containerd-certs" in vols or "containerd-config" in vols:
+            problems.append("containerd's init container or volumes rendered for runtime=crio")
+        if cr is None:
+            problems.append("no configure-registries init container")
+        else:
+            d = arg_value(cr.get("args", []), "--config-dir")
+            m = {m["mountPath"]: m for m in cr.get("volumeMounts", [])}.get(d)
+            if not d or m is None or vols.get(m["name"], {}).get("hostPath", {}).get("path") != d:
+                problems.append(f"--config-dir {d} is not mounted from the same hostPath")
+            if not arg_value(cr.get("args", []), "--registry"):
+                problems.append("no --registry")
+        check(f"[{label}] configure-registries init container writes the CRI-O drop-in directory (hostPath)", problems)
+    elif cc is None:
         problems.append("no configure-containerd init container")
     else:
         args = cc.get("args", [])
@@ -224,7 +240,21 @@ def checks_for(label, objs, text):
         m = mounts.get(cp)
         if m is None or "hostPath" not in vols.get(m["name"], {}) or vols[m["name"]]["hostPath"]["path"] != cp:
             problems.append(f"{cp} is not mounted from the same hostPath")
-    check(f"[{label}] configure-containerd init container writes containerd's config_path (hostPath)", problems)
+        # containerd's own config: checked by the init container and by serve, mounted read-only.
+        cfg = arg_value(args, "--containerd-config")
+        cfg_dir = cfg.rsplit("/", 1)[0] if cfg else None
+        if label == "default" and cfg != "/etc/containerd/config.toml":
+            problems.append(f"--containerd-config is {cfg!r}")
+        if cfg:
+            if arg_value((agent_c or {}).get("args", []), "--containerd-config") != cfg:
+                problems.append("serve does not check containerd's config too")
+            for c in (cc, agent_c or {"name": "agent"}):
+                cm = {m["mountPath"]: m for m in c.get("volumeMounts", [])}.get(cfg_dir)
+                if cm is None or cm.get("readOnly") is not True or \
+                        vols.get(cm["name"], {}).get("hostPath", {}).get("path") != cfg_dir:
+                    problems.append(f"{c['name']}: {cfg_dir} is not a read-only mount of the same hostPath")
+    if label != "crio":
+        check(f"[{label}] configure-containerd init container writes containerd's config_path (hostPath) and checks containerd's config (read-only)", problems)
 
     # 4. Kubo: configured to 127.0.0.1 by the init script, not the image's start_ipfs.
     problems = []
@@ -250,9 +280,12 @@ def checks_for(label, objs, text):
                 for e in c.get("env", []):
                     if e.get("name") == "KUBO_API_PORT" and e.get("value") != "5001":
                         problems.append(f"{o['kind']} {c['name']} moves Kubo's API to port {e.get('value')}")
+                    # The gateway is the agent's (loopback, by the script); never the operator's.
+                    if e.get("name") == "KUBO_GATEWAY_PORT" and (o is operator or not str(e.get("value")).isdigit()):
+                        problems.append(f"{o['kind']} {c['name']} KUBO_GATEWAY_PORT={e.get('value')!r}")
     for needle in ("Discovery.MDNS.Enabled false", "AutoConf.Enabled false", 'Bootstrap "$KUBO_BOOTSTRAP"',
                    'Routing.Type "$KUBO_ROUTING_TYPE"', 'Datastore.StorageMax "$KUBO_STORAGE_MAX"',
-                   "Addresses.Gateway '[]'", "swarm.key"):
+                   "gateway='[]'", '/ip4/127.0.0.1/tcp/$KUBO_GATEWAY_PORT', "swarm.key"):
         if needle not in script:
             problems.append(f"kubo-init script lacks {needle!r}")
     for o in (operator, agent_ds):

@@ -78,6 +78,8 @@ variants=( # helm arguments, split on spaces
   "--set operator.persistence.enabled=false,agent.kubo.repo.type=emptyDir"
   "--set operator.persistence.existingClaim=seed,fullnameOverride=ipfs,operator.serviceAccount.create=false,agent.serviceAccount.create=false"
   "--set-json agent.registries=[] --set agent.mirrorAllRegistries=true,metrics.serviceMonitor.enabled=true"
+  "--set runtime=crio"
+  "--set containerd.configFile="
 )
 i=0
 for v in "${variants[@]}"; do
@@ -165,7 +167,8 @@ EOF
 check_fails "CRD schema rejects a bad IpfsImage (self-check)" "$cj" --schemafile "$tmp/ipfsimage.schema.json" "$tmp/bad-example.yaml"
 
 # --- assertions on the rendered objects -------------------------------------------------------
-run_tap "$py" "$here/assertions.py" "default=$tmp/default.yaml" "all-features=$tmp/all.yaml"
+run_tap "$py" "$here/assertions.py" "default=$tmp/default.yaml" "all-features=$tmp/all.yaml" \
+  "crio=$tmp/variant5.yaml" "unchecked-containerd=$tmp/variant6.yaml"
 run_tap "$py" "$here/assertions.py" --self-test "$tmp/default.yaml"
 
 # --- values schema ----------------------------------------------------------------------------
@@ -184,6 +187,10 @@ check_fails_with "swarmKey.enabled without a key or Secret fails with a clear me
   "$helm" template ipfs-image "$chart" --set swarmKey.enabled=true
 check_fails_with "operator.replicas=2 with a PVC fails with a clear message" 'keep operator.replicas: 1' \
   "$helm" template ipfs-image "$chart" --set operator.replicas=2
+check_fails_with "runtime=crio with mirrorAllRegistries fails with a clear message" 'no catch-all mirror' \
+  "$helm" template ipfs-image "$chart" --set runtime=crio,agent.mirrorAllRegistries=true
+check_fails_with "values schema rejects an unknown runtime" 'runtime' \
+  "$helm" template ipfs-image "$chart" --set runtime=docker
 
 # --- the Kubo init script, run against a stub `ipfs` -------------------------------------------
 kubo_init() { # RENDER CASE-DIR [ENV=VALUE...]: runs configure-kubo.sh from RENDER's ConfigMap
@@ -228,7 +235,8 @@ kubo_case_default() {
   kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" || return 1 # a restart: the repo exists
   [ "$(grep -c '^init' "$d/repo/calls")" = 1 ] || fail "ipfs init ran $(grep -c '^init' "$d/repo/calls") times"
   has_call "$d" 'config Addresses.API /ip4/127.0.0.1/tcp/5001' || return 1
-  has_call "$d" 'config --json Addresses.Gateway []' || return 1
+  # The agent's Kubo has a gateway, on loopback only (the agent reads blobs there).
+  has_call "$d" 'config --json Addresses.Gateway ["/ip4/127.0.0.1/tcp/5080"]' || return 1
   has_call "$d" 'config --json Bootstrap []' || return 1
   has_call "$d" 'config --json Discovery.MDNS.Enabled false' || return 1
   has_call "$d" 'config --json AutoConf.Enabled false' || return 1
@@ -249,6 +257,7 @@ kubo_case_private() {
   cmp "$tmp/swarm.key" "$d/repo/swarm.key" || return 1
   [ "$(stat -c %a "$d/repo/swarm.key")" = 400 ] || fail "swarm.key mode $(stat -c %a "$d/repo/swarm.key")"
   if grep -q quic "$d/repo/calls"; then fail "QUIC address in a private network"; fi
+  has_call "$d" 'config --json Addresses.Gateway []' || return 1 # the operator's Kubo: no gateway
   has_call "$d" 'config Routing.Type dhtclient' || return 1
   has_call "$d" 'config --json Bootstrap ["/dns4/seed.example.com/tcp/4001/p2p/12D3KooWLs7k7pQ4yXzSY4yiB3YSEhGdv6cKw8zTdVNpyBSRhXHQ"]' || return 1
   has_call "$d" 'config --json Swarm.ConnMgr.HighWater 200' || return 1
@@ -262,24 +271,13 @@ kubo_case_private() {
   kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" || return 1
   if [ -e "$d/repo/swarm.key" ]; then fail "swarm.key left behind"; fi
 }
-check "kubo-init script (sh, stub ipfs): API on 127.0.0.1, no gateway/bootstrap/mDNS/AutoConf, init once" kubo_case_default
-check "kubo-init script (sh, stub ipfs): private network key installed 0400, TCP only, extraConfig last" kubo_case_private
+check "kubo-init script (sh, stub ipfs): API and the agent's gateway on 127.0.0.1, no bootstrap/mDNS/AutoConf, init once" kubo_case_default
+check "kubo-init script (sh, stub ipfs): private network key installed 0400, TCP only, extraConfig last, no gateway on the operator's Kubo" kubo_case_private
 
-# --- plain manifests, Dockerfiles, kind e2e ---------------------------------------------------
+# --- plain manifests, Dockerfiles, scripts ----------------------------------------------------
 check "manifests/install.yaml equals a fresh render (regenerate: e2e/chart/render-install.sh)" \
   bash -c "'$here/render-install.sh' --stdout | diff -u '$root/manifests/install.yaml' -"
-check "shell scripts parse (bash -n)" bash -c "for f in '$here'/*.sh '$root'/e2e/kind/*.sh; do bash -n \"\$f\" || exit 1; done"
-kind_config_ok() {
-  "$py" - "$root/e2e/kind/kind-config.yaml" <<'PY'
-import sys, yaml
-c = yaml.safe_load(open(sys.argv[1]))
-assert c["kind"] == "Cluster" and c["apiVersion"] == "kind.x-k8s.io/v1alpha4", c
-patches = "\n".join(c["containerdConfigPatches"])
-assert 'config_path = "/etc/containerd/certs.d"' in patches, patches
-assert sum(1 for n in c["nodes"] if n["role"] == "worker") >= 1, "needs a worker besides the control plane"
-PY
-}
-check "kind cluster config sets containerd config_path, has a worker" kind_config_ok
+check "shell scripts parse (bash -n)" bash -c "for f in '$here'/*.sh '$root'/e2e/*.sh '$root'/e2e/node/*.sh '$root'/bench/*.sh; do bash -n \"\$f\" || exit 1; done"
 dockerfiles_ok() {
   local f pkg
   for f in operator agent; do

@@ -161,8 +161,8 @@ YAML
 
 node_configs() {
   local w=$NODE_WORK
-  mkdir -p "$w/containerd" "$w/cni/net.d" "$w/cni/state" "$w/certs.d" "$w/kubelet" "$w/etcd"
-  if [ "${NODE_CONTAINERD:-1}" = 1 ]; then containerd1_config; else containerd2_config; fi >"$w/containerd/config.toml"
+  mkdir -p "$w/containerd" "$w/etc-containerd" "$w/cni/net.d" "$w/cni/state" "$w/etc-containerd/certs.d" "$w/kubelet" "$w/etcd"
+  if [ "${NODE_CONTAINERD:-1}" = 1 ]; then containerd1_config; else containerd2_config; fi >"$w/etc-containerd/config.toml"
   # One bridge on the node, host-local addresses from the pod range; no masquerade (nothing
   # is routed out of the namespace anyway).
   cat >"$w/cni/net.d/10-bridge.conflist" <<JSON
@@ -189,9 +189,9 @@ JSON
   # The registries our own images and the demo images come from speak plain HTTP.
   local reg
   for reg in "$INFRA_REGISTRY" "$SOURCE_REGISTRY"; do
-    mkdir -p "$w/certs.d/$reg"
+    mkdir -p "$w/etc-containerd/certs.d/$reg"
     printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' \
-      "$reg" "$reg" >"$w/certs.d/$reg/hosts.toml"
+      "$reg" "$reg" >"$w/etc-containerd/certs.d/$reg/hosts.toml"
   done
   : >"$w/resolv.conf"
   cat >"$w/kubelet/config.yaml" <<YAML
@@ -287,7 +287,7 @@ containerd1_config() {
   bin_dir = "/usr/lib/cni"
   conf_dir = "$w/cni/net.d"
 [plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "$w/certs.d"
+  config_path = "$w/etc-containerd/certs.d"
 TOML
 }
 
@@ -303,7 +303,7 @@ containerd2_config() {
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "$PAUSE_IMAGE"
 [plugins."io.containerd.cri.v1.images".registry]
-  config_path = "$w/certs.d"
+  config_path = "$w/etc-containerd/certs.d"
 [plugins."io.containerd.cri.v1.runtime"]
   enable_selinux = false
   # As for 1.6: no CAP_SYS_RESOURCE here, so no negative OOM scores.
@@ -444,7 +444,7 @@ node_up() {
   node_log "node: starting containerd, kubelet and kube-proxy"
   # Its own runc shim first: Debian's (1.6) is also on PATH, and a 2.x daemon cannot use it.
   start_daemon containerd env PATH="$(dirname "$NODE_CONTAINERD_BIN"):$PATH" \
-    "$NODE_CONTAINERD_BIN" --config "$NODE_WORK/containerd/config.toml"
+    "$NODE_CONTAINERD_BIN" --config "$NODE_WORK/etc-containerd/config.toml"
   wait_for containerd 60 node_ctr version
   node_import_pause
   start_daemon kubelet "$NODE_BIN/kubelet" --config="$NODE_WORK/kubelet/config.yaml" \

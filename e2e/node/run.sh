@@ -66,7 +66,7 @@ diagnose() {
   for f in kubelet containerd kube-apiserver kube-controller-manager; do
     echo "--- $f.log (tail)"; tail -n 30 "$NODE_WORK/logs/$f.log" 2>/dev/null || true
   done
-  find "$NODE_WORK/certs.d" -type f -exec sh -c 'echo "# $1"; cat "$1"' _ {} \; || true
+  find "$NODE_WORK/etc-containerd/certs.d" -type f -exec sh -c 'echo "# $1"; cat "$1"' _ {} \; || true
 }
 
 finish() {
@@ -110,7 +110,7 @@ agent_metric() {
 }
 
 # certs_fingerprint: every file under containerd's config_path with its hash.
-certs_fingerprint() { (cd "$NODE_WORK/certs.d" && find . -type f | sort | xargs -r sha256sum); }
+certs_fingerprint() { (cd "$NODE_WORK/etc-containerd/certs.d" && find . -type f | sort | xargs -r sha256sum); }
 
 # run_pod NAME IMAGE COMMAND: a Pod that runs COMMAND once.
 run_pod() {
@@ -177,7 +177,8 @@ agent:
 kubo:
   image: {repository: $KUBO_REPO}
 containerd:
-  configPath: $NODE_WORK/certs.d
+  configPath: $NODE_WORK/etc-containerd/certs.d
+  configFile: $NODE_WORK/etc-containerd/config.toml
 YAML
 show cat "$NODE_WORK/values.yaml"
 h install "$release" "$NODE_ROOT/charts/ipfs-image" --namespace "$ns" --create-namespace \
@@ -194,8 +195,17 @@ done
 operator_pod=$(k -n "$ns" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')
 pod_kubo=$(k -n "$ns" exec "$operator_pod" -c kubo -- ipfs version --number)
 [ "v${pod_kubo#v}" = "$KUBO_TAG" ] || node_die "the operator's Kubo is $pod_kubo, want $KUBO_TAG"
-grep -q "127.0.0.1:5050" "$NODE_WORK/certs.d/$SOURCE_REGISTRY/hosts.toml" ||
+grep -q "127.0.0.1:5050" "$NODE_WORK/etc-containerd/certs.d/$SOURCE_REGISTRY/hosts.toml" ||
   node_die "the agent did not point $SOURCE_REGISTRY at the mirror"
+# The agent read this node's containerd config and found that containerd uses the mirror.
+agent_pod=$(k -n "$ns" get pods -l app.kubernetes.io/component=agent -o jsonpath='{.items[0].metadata.name}')
+configure_log=$(k -n "$ns" logs "$agent_pod" -c configure-containerd)
+grep -q "containerd reads the mirror's hosts.toml" <<<"$configure_log" ||
+  node_die "configure-containerd did not check containerd's config: $configure_log"
+! grep -q "MIRROR NOT USED" <<<"$configure_log" || node_die "configure-containerd: $configure_log"
+# The agent reads blobs through its Kubo's loopback gateway (found through Kubo's RPC API).
+agent_uses_gateway() { k -n "$ns" logs "$agent_pod" -c agent | grep -q "reading blobs through Kubo's gateway"; }
+wait_for "the agent to read blobs through Kubo's gateway" 60 agent_uses_gateway
 show k -n "$ns" get deployments,daemonsets,pods -o wide
 step_ok
 

@@ -3,6 +3,7 @@
 //! root CID → descriptor JSON → its `ipfs://` url → index → manifests → config and layers.
 //! Every manifest and index read is verified against its descriptor before it is trusted; blobs
 //! are verified later, while they stream. The result is immutable and can be cached forever.
+//! The original (pre-conversion) manifests are a second step: only mirror mode needs them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -36,6 +37,17 @@ pub struct ImageDag {
     /// when the image was converted by this project; mirror mode serves it for tag requests.
     pub source_digest: Option<Digest>,
     entries: HashMap<Digest, DagEntry>,
+    /// The original (pre-conversion) manifests and indexes the converted ones name, not read
+    /// yet: only mirror mode serves them, so `ipfs/<CID>` needs nothing beyond the converted
+    /// image (see [`resolve_converted`], [`resolve_originals`]).
+    pending_originals: Vec<Original>,
+}
+
+#[derive(Debug, Clone)]
+struct Original {
+    digest: Digest,
+    cid: Cid,
+    media_type: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +103,53 @@ impl ImageDag {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// True when every original manifest is read (or there are none): mirror mode can serve it.
+    pub fn has_originals(&self) -> bool {
+        self.pending_originals.is_empty()
+    }
 }
 
-/// Resolve an image from its root CID.
+/// Resolve an image from its root CID, with the original manifests mirror mode serves.
 pub async fn resolve<S: IpfsStore>(ipfs: &S, root_cid: &Cid) -> Result<ImageDag, ResolveError> {
+    let dag = resolve_converted(ipfs, root_cid).await?;
+    resolve_originals(ipfs, &dag).await
+}
+
+/// Read the original manifests a [`resolve_converted`] image names (a copy of it with them).
+pub async fn resolve_originals<S: IpfsStore>(
+    ipfs: &S,
+    dag: &ImageDag,
+) -> Result<ImageDag, ResolveError> {
+    let mut full = dag.clone();
+    for original in std::mem::take(&mut full.pending_originals) {
+        if full.entries.contains_key(&original.digest) {
+            continue;
+        }
+        let bytes = ipfs.cat_to_vec(&original.cid, MAX_MANIFEST_BYTES).await?;
+        verify_bytes(&bytes, original.digest, None).map_err(|e| ResolveError::Invalid {
+            root: to_base32(&dag.root_cid),
+            detail: format!("original {}: {e}", original.digest),
+        })?;
+        full.entries.insert(
+            original.digest,
+            DagEntry {
+                cid: original.cid,
+                size: bytes.len() as u64,
+                media_type: original.media_type,
+                bytes: Some(Bytes::from(bytes)),
+            },
+        );
+    }
+    Ok(full)
+}
+
+/// Resolve the converted image only (what `ipfs/<CID>` serves): the original manifests are
+/// recorded, not read.
+pub async fn resolve_converted<S: IpfsStore>(
+    ipfs: &S,
+    root_cid: &Cid,
+) -> Result<ImageDag, ResolveError> {
     let root_name = to_base32(root_cid);
     let invalid = |detail: String| ResolveError::Invalid {
         root: root_name.clone(),
@@ -108,6 +163,7 @@ pub async fn resolve<S: IpfsStore>(ipfs: &S, root_cid: &Cid) -> Result<ImageDag,
         root: &root_name,
         entries: HashMap::new(),
         visited: HashSet::new(),
+        originals: Vec::new(),
     };
     let top_cid = cid_in(&root.urls).map_err(&invalid)?;
     walk.manifest(&root.media_type, root.digest, root.size, top_cid, 0)
@@ -128,7 +184,7 @@ pub async fn resolve<S: IpfsStore>(ipfs: &S, root_cid: &Cid) -> Result<ImageDag,
                 .get(annotation::SOURCE_MEDIA_TYPE)
                 .cloned()
                 .unwrap_or_else(|| media_type::OCI_INDEX.into());
-            walk.original(digest, cid, &mt).await?;
+            walk.original(digest, cid, &mt);
             Some(digest)
         }
         _ => None,
@@ -138,6 +194,7 @@ pub async fn resolve<S: IpfsStore>(ipfs: &S, root_cid: &Cid) -> Result<ImageDag,
         root,
         source_digest,
         entries: walk.entries,
+        pending_originals: walk.originals,
     })
 }
 
@@ -154,6 +211,7 @@ struct Walk<'a, S> {
     root: &'a str,
     entries: HashMap<Digest, DagEntry>,
     visited: HashSet<Digest>,
+    originals: Vec<Original>,
 }
 
 impl<S: IpfsStore> Walk<'_, S> {
@@ -199,24 +257,15 @@ impl<S: IpfsStore> Walk<'_, S> {
             .unwrap_or_default()
     }
 
-    async fn original(&mut self, digest: Digest, cid: Cid, mt: &str) -> Result<(), ResolveError> {
-        if self.entries.contains_key(&digest) {
-            return Ok(());
-        }
-        let bytes = self.ipfs.cat_to_vec(&cid, MAX_MANIFEST_BYTES).await?;
-        verify_bytes(&bytes, digest, None)
-            .map_err(|e| self.invalid(format!("original {digest}: {e}")))?;
-        let size = bytes.len() as u64;
-        self.entries.insert(
-            digest,
-            DagEntry {
+    /// Note an original manifest, read later by [`resolve_originals`] if at all.
+    fn original(&mut self, digest: Digest, cid: Cid, mt: &str) {
+        if !self.originals.iter().any(|o| o.digest == digest) {
+            self.originals.push(Original {
+                digest,
                 cid,
                 media_type: mt.to_owned(),
-                size,
-                bytes: Some(Bytes::from(bytes)),
-            },
-        );
-        Ok(())
+            });
+        }
     }
 
     /// Read and record a manifest or index, then everything below it.
@@ -280,7 +329,7 @@ impl<S: IpfsStore> Walk<'_, S> {
                             .and_then(Value::as_str)
                             .unwrap_or(&cmt)
                             .to_owned();
-                        self.original(od, oc, &omt).await?;
+                        self.original(od, oc, &omt);
                     }
                 }
             }

@@ -34,6 +34,7 @@ fn short_deadlines() -> KuboOptions {
         first_byte_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(5),
         pin_timeout: Duration::from_secs(5),
+        gateway: None,
     }
 }
 
@@ -215,6 +216,26 @@ fn conformance_suite_on_kubo() {
     eprintln!("conformance: {} passed", testkit::kubo_version());
 }
 
+/// The same suite with `cat` reading Kubo's loopback gateway, as the agent does: found through
+/// the RPC API (`Addresses.Gateway`, set by the chart's kubo-init script), same bytes, same
+/// ranges.
+#[test]
+fn conformance_suite_on_kubo_through_its_gateway() {
+    let daemon = IpfsDaemon::start().expect("start ipfs");
+    let client = KuboClient::new(&daemon.api_url, KuboOptions::default()).unwrap();
+    block_on(async {
+        let gateway = client
+            .loopback_gateway()
+            .await
+            .expect("config Addresses.Gateway")
+            .expect("the kubo-init script gives the daemon a loopback gateway");
+        assert_eq!(gateway, daemon.gateway_url);
+        client.set_gateway(Some(gateway));
+        suite(&client).await;
+        assert!(client.gateway().is_some(), "the gateway stayed in use");
+    });
+}
+
 #[test]
 fn missing_content_answers_within_the_deadline() {
     {
@@ -252,6 +273,20 @@ fn missing_content_answers_within_the_deadline() {
             })
             .await;
             timed("pin_add", client.pin_add(&absent)).await;
+            // The same `cat` through the gateway: Kubo's gateway would keep looking for
+            // minutes; the client's first-byte deadline answers.
+            client.set_gateway(Some(daemon.gateway_url.clone()));
+            timed("cat (gateway)", async {
+                let mut s = client.cat(&absent, ByteRange::default()).await?;
+                match s.next().await {
+                    Some(Err(e)) => Err(IpfsError::Api {
+                        endpoint: "gateway",
+                        message: e.to_string(),
+                    }),
+                    other => panic!("gateway cat of absent content: {other:?}"),
+                }
+            })
+            .await;
         });
     }
 }

@@ -45,7 +45,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write containerd hosts.toml files: the local `ipfs/<CID>` host and a mirror entry per registry.
     ConfigureContainerd(ConfigureArgs),
-    /// Remove the hosts.toml files this agent wrote and restore the ones it replaced.
+    /// Write a registries.conf.d drop-in for CRI-O and podman: the agent as the mirror of each
+    /// registry, at a path that names the upstream (`127.0.0.1:5050/docker.io`).
+    ConfigureRegistries(ConfigureRegistriesArgs),
+    /// Remove the hosts.toml files (and drop-in) this agent wrote and restore the ones it replaced.
     Cleanup(CleanupArgs),
 }
 
@@ -78,6 +81,12 @@ pub struct ServeArgs {
     /// 512 KiB of read-ahead, whatever the number of clients. Bytes, or with KiB/MiB/GiB.
     #[arg(long, env = "AGENT_BLOB_SHARE_WINDOW", default_value = "4MiB", value_parser = parse_size)]
     pub blob_share_window: u64,
+
+    /// Where blob bytes are read: `auto` (Kubo's own HTTP gateway when it listens on loopback,
+    /// as the chart configures it, found through the RPC API and looked up again if it goes
+    /// away; otherwise RPC `cat`), `rpc` (always RPC `cat`), or the gateway's loopback URL.
+    #[arg(long, env = "AGENT_IPFS_GATEWAY", default_value = "auto")]
+    pub ipfs_gateway: String,
 
     /// Resolved images kept in memory.
     #[arg(long, env = "AGENT_CACHE_ENTRIES", default_value_t = 4096)]
@@ -136,6 +145,9 @@ pub struct ServeArgs {
     /// This agent's Pod namespace (downward API).
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
+
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
 }
 
 /// `4194304`, `512KiB`, `4MiB`, `1GiB` (also `K`/`M`/`G`, `KB`/`MB`/`GB` as powers of 1024).
@@ -158,46 +170,90 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-#[derive(Debug, Args)]
-pub struct ConfigureArgs {
-    /// containerd's registry `config_path` (CRI `registry.config_path`).
+/// Where containerd reads registry hosts, and its own config (to check it really does).
+#[derive(Debug, Clone, Args)]
+pub struct ContainerdArgs {
+    /// containerd's registry `config_path` (CRI `registry.config_path`), where the `hosts.toml`
+    /// files go.
     #[arg(
         long,
         env = "CONTAINERD_CONFIG_PATH",
         default_value = "/etc/containerd/certs.d"
     )]
     pub config_path: PathBuf,
+
+    /// containerd's `config.toml`, read (never written) to check that containerd uses
+    /// `--config-path`: problems are logged and make `/readyz` fail. Not checked when not given.
+    #[arg(long, env = "CONTAINERD_CONFIG")]
+    pub containerd_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
 
     /// Registry to mirror: `HOST` (upstream https://HOST) or `HOST=UPSTREAM_URL`; `_default`
     /// mirrors every registry without its own entry. Repeat for several.
     #[arg(long = "registry", env = "MIRROR_REGISTRIES", value_delimiter = ',')]
     pub registries: Vec<String>,
 
-    /// Host name pods use for IPFS images (`<local-host>/ipfs/<CID>`).
-    #[arg(long, env = "AGENT_LOCAL_HOST", default_value = "localhost:5050")]
-    pub local_host: String,
-
-    /// The agent's registry as containerd reaches it.
-    #[arg(
-        long,
-        env = "AGENT_MIRROR_ENDPOINT",
-        default_value = "http://127.0.0.1:5050"
-    )]
-    pub mirror_endpoint: String,
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
 
     /// containerd's connect timeout for the mirror (empty to leave containerd's default).
     #[arg(long, env = "AGENT_DIAL_TIMEOUT", default_value = "200ms")]
     pub dial_timeout: String,
 }
 
+/// How the runtime names and reaches the agent's registry.
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// Host name pods use for IPFS images (`<local-host>/ipfs/<CID>`).
+    #[arg(long, env = "AGENT_LOCAL_HOST", default_value = "localhost:5050")]
+    pub local_host: String,
+
+    /// The agent's registry as the runtime reaches it.
+    #[arg(
+        long,
+        env = "AGENT_MIRROR_ENDPOINT",
+        default_value = "http://127.0.0.1:5050"
+    )]
+    pub mirror_endpoint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureRegistriesArgs {
+    /// The `registries.conf.d` directory CRI-O and podman read drop-ins from.
+    #[arg(
+        long,
+        env = "REGISTRIES_CONFIG_DIR",
+        default_value = "/etc/containers/registries.conf.d"
+    )]
+    pub config_dir: PathBuf,
+
+    /// Registry to mirror: `HOST` (upstream HOST itself) or `HOST=UPSTREAM_URL`. Repeat for
+    /// several. (`_default` does not exist here: registries.conf has no catch-all mirror.)
+    #[arg(long = "registry", env = "MIRROR_REGISTRIES", value_delimiter = ',')]
+    pub registries: Vec<String>,
+
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
+    /// containerd's registry `config_path`: our `hosts.toml` files are removed, backups restored.
     #[arg(
         long,
         env = "CONTAINERD_CONFIG_PATH",
         default_value = "/etc/containerd/certs.d"
     )]
     pub config_path: PathBuf,
+
+    /// Also remove the drop-in `configure-registries` wrote in this directory (CRI-O, podman).
+    #[arg(long, env = "REGISTRIES_CONFIG_DIR")]
+    pub registries_dir: Option<PathBuf>,
 }
 
 fn parse_peer(s: &str) -> Result<PeerInfo, String> {

@@ -7,5 +7,8 @@ pub mod cli;
 pub mod cluster;
 pub mod containerd_hosts;
 pub mod metrics;
+pub mod registries_conf;
 pub mod registry;
+pub mod runtime_check;
+pub mod runtime_watch;
 pub mod serve;

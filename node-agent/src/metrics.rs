@@ -1,6 +1,8 @@
 //! Prometheus metrics of the registry, served on their own port with the health endpoints.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,6 +29,8 @@ pub struct Metrics {
     pub blob_stream_detached: IntCounter,
     /// Bytes the shared blob streams hold in memory for their clients right now.
     pub blob_stream_buffered_bytes: IntGauge,
+    /// 1 for each reason containerd's config keeps it from using the mirror (see runtime_check).
+    pub runtime_config_problems: IntGaugeVec,
 }
 
 impl Metrics {
@@ -116,6 +120,17 @@ impl Metrics {
             "blob_stream_buffered_bytes",
             "Bytes held in memory by shared blob streams (bounded by about window + 512 KiB each)",
         );
+        let runtime_config_problems = IntGaugeVec::new(
+            Opts::new(
+                "ipfs_image_agent_runtime_config_problems",
+                "1 when containerd's config keeps it from using the mirror, by problem",
+            ),
+            &["problem"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(runtime_config_problems.clone()))
+            .expect("unique metric");
         Self {
             registry,
             requests,
@@ -130,6 +145,7 @@ impl Metrics {
             blob_streams_shared,
             blob_stream_detached,
             blob_stream_buffered_bytes,
+            runtime_config_problems,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::cli::ServeArgs;
 use crate::cluster;
 use crate::metrics::Metrics;
 use crate::registry::{AppState, BlobStreams, router};
+use crate::runtime_watch::RuntimeWatch;
 
 pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
     let options = KuboOptions {
@@ -26,6 +27,14 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         ..KuboOptions::default()
     };
     let ipfs = Arc::new(KuboClient::new(ipfs_api, options)?);
+    let _gateway = match args.ipfs_gateway.as_str() {
+        "auto" => Some(AbortOnDrop(tokio::spawn(follow_gateway(ipfs.clone())))),
+        "rpc" => None,
+        url => {
+            ipfs.set_gateway(Some(url.trim_end_matches('/').to_owned()));
+            None
+        }
+    };
     let metrics = Metrics::new();
     let catalog = Arc::new(Catalog::default());
     let kubernetes = args
@@ -76,7 +85,14 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics on {addr}"))?;
-        let app = health_router(ipfs.clone(), metrics.clone());
+        let runtime = args.containerd.containerd_config.clone().map(|file| {
+            let watch =
+                RuntimeWatch::new(file, args.containerd.config_path.clone(), metrics.clone());
+            // Once at start, so a misconfigured node says so before the first probe.
+            let _ = watch.ready();
+            Arc::new(watch)
+        });
+        let app = health_router(ipfs.clone(), metrics.clone(), runtime);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");
@@ -137,6 +153,40 @@ async fn start_cluster(
     )
 }
 
+/// Keep reading blobs through the daemon's loopback gateway: look it up (the daemon may start
+/// after the agent), and again whenever the client dropped it (the daemon went away).
+async fn follow_gateway(ipfs: Arc<KuboClient>) {
+    let mut announced = None;
+    loop {
+        let wait = if ipfs.gateway().is_some() {
+            Duration::from_secs(30)
+        } else {
+            match ipfs.loopback_gateway().await {
+                Ok(found) => {
+                    if found != announced {
+                        match &found {
+                            Some(url) => {
+                                tracing::info!(gateway = %url, "reading blobs through Kubo's gateway")
+                            }
+                            None => tracing::info!(
+                                "Kubo has no loopback gateway: reading blobs through its RPC API"
+                            ),
+                        }
+                        announced = found.clone();
+                    }
+                    ipfs.set_gateway(found);
+                    Duration::from_secs(30)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "asking Kubo for its gateway");
+                    Duration::from_secs(2)
+                }
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// `--mirror-namespace`, else the agent's own namespace (the chart's release namespace): the
 /// default must be safe, so without either no object answers an original reference.
 fn mirror_namespaces(args: &ServeArgs) -> cluster::catalog_sync::MirrorNamespaces {
@@ -167,30 +217,38 @@ async fn kube_client() -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-fn health_router(ipfs: Arc<KuboClient>, metrics: Metrics) -> Router {
+type HealthState = (Arc<KuboClient>, Metrics, Option<Arc<RuntimeWatch>>);
+
+fn health_router(
+    ipfs: Arc<KuboClient>,
+    metrics: Metrics,
+    runtime: Option<Arc<RuntimeWatch>>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State((_, m)): State<(Arc<KuboClient>, Metrics)>| async move { m.render() }),
+            get(|State((_, m, _)): State<HealthState>| async move { m.render() }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(
-                |State((ipfs, _)): State<(Arc<KuboClient>, Metrics)>| async move {
-                    // Ready only when the IPFS daemon answers: otherwise every pull would fall back.
-                    match tokio::time::timeout(Duration::from_secs(2), ipfs.version()).await {
-                        Ok(Ok(v)) => (StatusCode::OK, format!("ipfs {v}")),
-                        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                        Err(_) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "ipfs did not answer".to_owned(),
-                        ),
-                    }
-                },
-            ),
+            get(|State((ipfs, _, runtime)): State<HealthState>| async move {
+                // Not ready when containerd would not ask the mirror: every pull would skip IPFS.
+                if let Some(Err(reason)) = runtime.as_ref().map(|r| r.ready()) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, reason);
+                }
+                // Nor when the IPFS daemon does not answer: every pull would fall back.
+                match tokio::time::timeout(Duration::from_secs(2), ipfs.version()).await {
+                    Ok(Ok(v)) => (StatusCode::OK, format!("ipfs {v}")),
+                    Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    Err(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ipfs did not answer".to_owned(),
+                    ),
+                }
+            }),
         )
-        .with_state((ipfs, metrics))
+        .with_state((ipfs, metrics, runtime))
 }
 
 async fn shutdown_signal() {

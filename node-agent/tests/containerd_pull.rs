@@ -77,6 +77,10 @@ fn world() -> World {
     let source_digest = registry_digest(&registry, "test/busybox:1");
     assert_eq!(image.source_digest.to_string(), source_digest);
     let containerd = Containerd::start().unwrap();
+    // The config these tests prove the mirror with passes the agent's own check of it.
+    let report =
+        ipfs_image_agent::runtime_check::check(&containerd.config_file, &containerd.hosts_dir);
+    assert!(report.findings.is_empty(), "{report:?}");
     World {
         cid: to_base32(&image.root_cid),
         source_digest,
@@ -585,4 +589,59 @@ fn cri_pull_falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down
         ),
         0.0
     );
+}
+
+/// The agent's verdict on a `config_path` list is what containerd does with it: 1.6 reads the
+/// list in order (the mirror is used), 2.x's transfer service reads it as one directory (the
+/// mirror is never asked, containerd#12415). Proven by a CRI pull with the upstream stopped.
+#[test]
+fn the_agents_check_of_a_config_path_list_agrees_with_containerd() {
+    let mut w = world();
+    let other_dir = w.dir.path().join("docker-certs.d");
+    let containerd = Containerd::start_with_config_path(|hosts| {
+        format!("{}:{}", hosts.display(), other_dir.display())
+    })
+    .unwrap();
+    let report =
+        ipfs_image_agent::runtime_check::check(&containerd.config_file, &containerd.hosts_dir);
+    let catalog = write_catalog(
+        w.dir.path(),
+        &[(format!("{}/test/busybox:1", w.registry.addr), &w.cid)],
+    );
+    let agent = Agent::start(&agent_bin(), &w.ipfs.api_url, Some(&catalog), &[]).unwrap();
+    configure_hosts(
+        &containerd,
+        &agent,
+        &format!("http://{}", agent.addr),
+        &w.registry.addr,
+        &format!("http://{}", w.registry.addr),
+    );
+    w.registry.stop();
+    let pulled = containerd.cri_pull(&format!("{}/test/busybox:1", w.registry.addr));
+    let asked = agent.metric_sum("ipfs_image_agent_mirror_requests_total", &[]);
+    eprintln!(
+        "containerd {}: report {:?}, pull {:?}, mirror lookups {asked}",
+        containerd.line.version(),
+        report.findings,
+        pulled.as_ref().map(|_| ())
+    );
+    match containerd.line {
+        testkit::ContainerdLine::V1 => {
+            assert!(report.is_ok(), "{report:?}");
+            pulled.expect("1.6 reads the list: the mirror serves the pull");
+            assert!(asked >= 1.0);
+        }
+        testkit::ContainerdLine::V2 => {
+            assert!(
+                report.problems().any(|f| f.kind
+                    == ipfs_image_agent::runtime_check::FindingKind::ConfigPathList),
+                "{report:?}"
+            );
+            assert!(
+                pulled.is_err(),
+                "containerd 2.x used the mirror through a config_path list: the check is stale"
+            );
+            assert_eq!(asked, 0.0, "containerd 2.x never asked the mirror");
+        }
+    }
 }

@@ -86,7 +86,8 @@ fn many_candidates_for_one_repository_cost_one_resolve_timeout() {
         &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-agent")),
         &ipfs.url,
         Some(&catalog),
-        &["--resolve-timeout", "1s"],
+        // RPC only: asking a stalled daemon for its gateway would count as a connection.
+        &["--resolve-timeout", "1s", "--ipfs-gateway", "rpc"],
     )
     .unwrap();
     assert_eq!(ipfs.connections(), 0, "nothing resolved before a request");

@@ -23,6 +23,10 @@ use testkit::{
     push_layout,
 };
 
+/// For agents behind a proxy of the RPC API that counts or breaks `cat`s: the agent would
+/// otherwise find Kubo's gateway through the proxy and read blobs there, around it.
+const RPC_CAT: &[&str] = &["--ipfs-gateway", "rpc"];
+
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-agent"))
 }
@@ -279,7 +283,8 @@ fn assert_corruption_never_delivered(
         .with_state((ipfs.api_url.clone(), offset));
     let proxy = serve_on_loopback(&runtime, app);
 
-    let agent = Agent::start(&agent_bin(), &proxy, None, &[]).unwrap();
+    // The faults are injected on RPC `cat`: keep the agent on it (not Kubo's gateway).
+    let agent = Agent::start(&agent_bin(), &proxy, None, RPC_CAT).unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
     let received = runtime.block_on(async {
         let r = http().get(&url).send().await.unwrap();
@@ -342,7 +347,7 @@ fn a_broken_ipfs_stream_resumes_from_where_it_stopped() {
     let (proxy_url, proxy) = start_cat_proxy(&runtime, &ipfs.api_url, &layer_cid, Some(cut));
     proxy.gate.send_replace(true);
 
-    let agent = Agent::start(&agent_bin(), &proxy_url, None, &[]).unwrap();
+    let agent = Agent::start(&agent_bin(), &proxy_url, None, RPC_CAT).unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
     let body = runtime.block_on(async {
         let r = http().get(&url).send().await.unwrap();
@@ -545,7 +550,7 @@ fn concurrent_gets_of_a_blob_share_one_ipfs_cat() {
         &agent_bin(),
         &proxy_url,
         None,
-        &["--blob-share-window", "64MiB"],
+        &["--blob-share-window", "64MiB", "--ipfs-gateway", "rpc"],
     )
     .unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);
@@ -621,7 +626,12 @@ fn a_stalled_client_does_not_hold_back_another_on_the_same_blob() {
         &agent_bin(),
         &proxy_url,
         None,
-        &["--blob-share-window", &window.to_string()],
+        &[
+            "--blob-share-window",
+            &window.to_string(),
+            "--ipfs-gateway",
+            "rpc",
+        ],
     )
     .unwrap();
     let url = format!("http://{}/v2/ipfs/{cid}/blobs/{layer}", agent.addr);

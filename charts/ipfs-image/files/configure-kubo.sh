@@ -1,6 +1,7 @@
 #!/bin/sh
 # Configures the Kubo repo at $IPFS_PATH (see DESIGN.md §5 of ipfs-image-operator):
-# the RPC API on 127.0.0.1 only, no gateway, no public bootstrap, no mDNS, no AutoConf,
+# the RPC API on 127.0.0.1 only, the HTTP gateway on 127.0.0.1 only when asked for (the agent
+# reads blobs there) and otherwise none, no public bootstrap, no mDNS, no AutoConf,
 # no AutoTLS, no telemetry, routing and storage limits from the chart's values, and the
 # private network key when one is given.
 set -eu
@@ -9,6 +10,9 @@ set -eu
 # The API port only (the tests run many daemons side by side); its address is always loopback.
 : "${KUBO_API_PORT:=5001}"
 api="/ip4/127.0.0.1/tcp/$KUBO_API_PORT"
+# The gateway: loopback only, and only for the node agents (KUBO_GATEWAY_PORT set).
+: "${KUBO_GATEWAY_PORT:=}"
+if [ -n "$KUBO_GATEWAY_PORT" ]; then gateway="[\"/ip4/127.0.0.1/tcp/$KUBO_GATEWAY_PORT\"]"; else gateway='[]'; fi
 here=$(dirname "$0")
 
 if [ ! -f "$IPFS_PATH/config" ]; then
@@ -18,8 +22,9 @@ fi
 cfg() { ipfs config "$@"; }
 # The RPC API is an admin API: loopback only, never exposed (not even to the pod network).
 cfg Addresses.API "$api"
-# No HTTP gateway: the agent's registry is the only way images leave a node.
-cfg --json Addresses.Gateway '[]'
+# The agent's registry is the only way images leave a node: no gateway, or one on loopback for
+# the agent, which streams blobs from it at about half the CPU of RPC `cat` (bench/agent.sh).
+cfg --json Addresses.Gateway "$gateway"
 cfg --json Addresses.Swarm "$KUBO_SWARM_ADDRESSES"
 # Peers come from Kubernetes (the agents connect to each other and to the operator's seed),
 # not from the public network.
@@ -57,9 +62,9 @@ for keyfile in "$here"/extra-*.key; do
   cfg --json "$(cat "$keyfile")" "$(cat "${keyfile%.key}.json")"
 done
 # extraConfig may tune anything but where the admin API and the gateway listen.
-if [ "$(cfg Addresses.API)" != "$api" ] || [ "$(cfg --json Addresses.Gateway | tr -d ' \n')" != "[]" ]; then
-  echo "kubo-init: kubo.extraConfig may not change Addresses.API or Addresses.Gateway; keeping the API on $api and no gateway" >&2
+if [ "$(cfg Addresses.API)" != "$api" ] || [ "$(cfg --json Addresses.Gateway | tr -d ' \n')" != "$gateway" ]; then
+  echo "kubo-init: kubo.extraConfig may not change Addresses.API or Addresses.Gateway; keeping the API on $api and the gateway at $gateway" >&2
   cfg Addresses.API "$api"
-  cfg --json Addresses.Gateway '[]'
+  cfg --json Addresses.Gateway "$gateway"
 fi
-echo "kubo-init: configured; RPC API on $api, swarm on $KUBO_SWARM_ADDRESSES"
+echo "kubo-init: configured; RPC API on $api, gateway $gateway, swarm on $KUBO_SWARM_ADDRESSES"

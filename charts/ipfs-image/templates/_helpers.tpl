@@ -130,6 +130,11 @@ Both run as Kubo's image user (uid 1000, gid 100 "users").
       value: {{ toJson .ctx.Values.kubo.bootstrap | quote }}
     - name: KUBO_PRIVATE_NETWORK
       value: {{ .ctx.Values.swarmKey.enabled | quote }}
+    {{- with .kubo.gatewayPort }}
+    # The HTTP gateway on the node's loopback only: the agent reads blobs there.
+    - name: KUBO_GATEWAY_PORT
+      value: {{ . | quote }}
+    {{- end }}
   securityContext:
     {{- include "ipfs-image.kuboSecurityContext" . | nindent 4 }}
   volumeMounts:
@@ -248,4 +253,19 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end }}
+
+{{/*
+The agent's containerd mounts: the hosts.toml directory (read-write) and, when the chart checks
+it, the directory of containerd's own config (read-only, at the same path, so that absolute
+`imports` resolve).
+*/}}
+{{- define "ipfs-image.containerdMounts" -}}
+{{- with .Values.containerd.configFile -}}
+- name: containerd-config
+  mountPath: {{ dir . }}
+  readOnly: true
+{{ end -}}
+- name: containerd-certs
+  mountPath: {{ .Values.containerd.configPath }}
 {{- end }}

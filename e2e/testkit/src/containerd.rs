@@ -50,13 +50,8 @@ impl ContainerdLine {
 
     /// The config file: 1.6 reads version 2 (CRI in `io.containerd.grpc.v1.cri`), 2.x version 3
     /// (registry settings in `io.containerd.cri.v1.images`).
-    fn config(self, root: &Path, state: &Path, sock: &Path, hosts: &Path) -> String {
-        let (root, state, sock, hosts) = (
-            root.display(),
-            state.display(),
-            sock.display(),
-            hosts.display(),
-        );
+    fn config(self, root: &Path, state: &Path, sock: &Path, hosts: &str) -> String {
+        let (root, state, sock) = (root.display(), state.display(), sock.display());
         let common = format!(
             "root = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n"
         );
@@ -87,12 +82,20 @@ pub struct Containerd {
     pub hosts_dir: PathBuf,
     /// Which containerd this is.
     pub line: ContainerdLine,
+    /// The `config.toml` it runs with.
+    pub config_file: PathBuf,
     daemon: Daemon,
     dir: tempfile::TempDir,
 }
 
 impl Containerd {
     pub fn start() -> Result<Self> {
+        Self::start_with_config_path(|hosts| hosts.display().to_string())
+    }
+
+    /// Start with the CRI `config_path` that `config_path(hosts_dir)` returns (a list, say),
+    /// to see what containerd itself makes of it.
+    pub fn start_with_config_path(config_path: impl FnOnce(&Path) -> String) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("testkit-ctd-").tempdir()?;
         let socket = dir.path().join("containerd.sock");
         let hosts_dir = dir.path().join("certs.d");
@@ -102,7 +105,7 @@ impl Containerd {
             &dir.path().join("root"),
             &dir.path().join("state"),
             &socket,
-            &hosts_dir,
+            &config_path(&hosts_dir),
         );
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config)?;
@@ -136,6 +139,7 @@ impl Containerd {
         Ok(Self {
             socket,
             hosts_dir,
+            config_file: config_path,
             line,
             daemon,
             dir,

@@ -63,6 +63,9 @@ pub struct IpfsNet {
     pub swarm_ip: Ipv4Addr,
     pub api_port: Option<u16>,
     pub swarm_port: Option<u16>,
+    /// The HTTP gateway on 127.0.0.1, as the chart gives the agents' Kubo (the agent reads blobs
+    /// there).
+    pub gateway_port: Option<u16>,
     /// A private network: the pre-shared key installed as `swarm.key` in the repo, as the chart
     /// does; the daemon then runs under `LIBP2P_FORCE_PNET`. Kept on restarts.
     pub swarm_key: Option<[u8; 32]>,
@@ -74,6 +77,7 @@ impl Default for IpfsNet {
             swarm_ip: Ipv4Addr::LOCALHOST,
             api_port: None,
             swarm_port: None,
+            gateway_port: None,
             swarm_key: None,
         }
     }
@@ -100,6 +104,9 @@ pub struct IpfsDaemon {
     /// `http://127.0.0.1:<port>`
     pub api_url: String,
     pub api_port: u16,
+    /// `http://127.0.0.1:<port>` of its gateway (loopback only).
+    pub gateway_url: String,
+    pub gateway_port: u16,
     pub swarm_ip: Ipv4Addr,
     pub swarm_port: u16,
     pub swarm_key: Option<[u8; 32]>,
@@ -144,8 +151,16 @@ impl IpfsDaemon {
     pub fn start_in_with(repo: &Path, net: IpfsNet) -> Result<Self> {
         let api = net.api_port.unwrap_or_else(free_port);
         let swarm = net.swarm_port.unwrap_or_else(free_port);
+        let gateway = net.gateway_port.unwrap_or_else(free_port);
         std::fs::create_dir_all(repo)?;
-        configure(repo, api, net.swarm_ip, swarm, net.swarm_key.as_ref())?;
+        configure(
+            repo,
+            api,
+            gateway,
+            net.swarm_ip,
+            swarm,
+            net.swarm_key.as_ref(),
+        )?;
         let mut cmd = base_command(repo);
         cmd.args(KUBO_DAEMON_ARGS);
         if net.swarm_key.is_some() {
@@ -167,6 +182,8 @@ impl IpfsDaemon {
         let mut this = Self {
             api_url: format!("http://127.0.0.1:{api}"),
             api_port: api,
+            gateway_url: format!("http://127.0.0.1:{gateway}"),
+            gateway_port: gateway,
             swarm_ip: net.swarm_ip,
             swarm_port: swarm,
             swarm_key: net.swarm_key,
@@ -209,6 +226,7 @@ impl IpfsDaemon {
             swarm_ip: self.swarm_ip,
             api_port: Some(self.api_port),
             swarm_port: Some(self.swarm_port),
+            gateway_port: Some(self.gateway_port),
             swarm_key: self.swarm_key,
         }
     }
@@ -249,6 +267,7 @@ pub fn swarm_key_file(key: &[u8; 32]) -> String {
 fn configure(
     repo: &Path,
     api: u16,
+    gateway: u16,
     swarm_ip: Ipv4Addr,
     swarm: u16,
     swarm_key: Option<&[u8; 32]>,
@@ -267,6 +286,7 @@ fn configure(
         .env("IPFS_PATH", repo)
         .env("IPFS_TELEMETRY", "off")
         .env("KUBO_API_PORT", api.to_string())
+        .env("KUBO_GATEWAY_PORT", gateway.to_string())
         .env(
             "KUBO_SWARM_ADDRESSES",
             json!([format!("/ip4/{swarm_ip}/tcp/{swarm}")]).to_string(),

@@ -1,4 +1,4 @@
-//! Real daemons for tests: Kubo (built by `e2e/deps.sh` at the chart's version), the Debian `docker-registry`, and containerd. Each starts on free loopback ports in
+//! Real daemons for tests: Kubo (built by `e2e/deps.sh` at the chart's version), the Debian `docker-registry`, containerd and podman. Each starts on free loopback ports in
 //! its own temporary directory and is stopped (by PID) when dropped — also when a test panics —
 //! and, through `PR_SET_PDEATHSIG`, when the test process dies. Nothing here dials out: every
 //! IPFS node has an empty Bootstrap list, no MDNS and no routing.
@@ -11,6 +11,7 @@ mod ipfs;
 mod kube_api;
 pub mod kube_world;
 mod netns;
+mod podman;
 mod process;
 mod proxy;
 mod registry;
@@ -24,6 +25,7 @@ pub use images::{
 pub use ipfs::{IpfsDaemon, IpfsNet, KUBO_DAEMON_ARGS, kubo_binary, kubo_version};
 pub use kube_api::{KubeApi, deps_binary, kube_apiserver_version};
 pub use netns::{NetNode, Netns, TestNet};
+pub use podman::Podman;
 pub use process::{Daemon, free_port, wait_until, wait_until_async};
 pub use proxy::{Answer, HttpProxy};
 pub use registry::Registry;

@@ -4,7 +4,7 @@
 
 mod errors;
 mod fanout;
-mod paths;
+pub mod paths;
 mod range;
 mod resume;
 
@@ -93,12 +93,15 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
     let _inflight = Inflight(app.metrics.inflight.clone());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let ns = request.uri().query().and_then(namespace_param);
+    let mut ns = request.uri().query().and_then(namespace_param);
     let headers = request.headers().clone();
     drop(request); // never read request bodies
 
     let rest = path.strip_prefix("/v2/").unwrap_or_default();
-    let route = paths::parse(rest);
+    let mut route = paths::parse(rest);
+    if let Ok(route) = &mut route {
+        registry_from_path(route, &mut ns);
+    }
     let (route_label, kind_label) = match &route {
         Ok(r) => (
             if matches!(r.repository, Repository::Ipfs(_)) {
@@ -148,6 +151,18 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         ])
         .inc();
     response
+}
+
+/// Runtimes that send no `?ns=` (CRI-O, podman) name the registry as the first path component
+/// of a mirror request (see `paths::registry_segment`): the same request as `?ns=` makes.
+fn registry_from_path(route: &mut Route, ns: &mut Option<String>) {
+    if ns.is_none()
+        && let Repository::Mirror(name) = &route.repository
+        && let Some((host, repo)) = paths::split_registry_prefix(name)
+    {
+        route.repository = Repository::Mirror(repo.to_owned());
+        *ns = Some(host);
+    }
 }
 
 /// The URL-decoded `ns` query parameter containerd adds for mirrors (`ns=127.0.0.1%3A5000`).
@@ -270,7 +285,7 @@ async fn mirror_lookup(
     let Some(ns) = ns else {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
-            "mirror requests need the ?ns=<registry> parameter (containerd sends it)",
+            "mirror requests need the ?ns=<registry> parameter (containerd sends it) or a path that starts with the registry (<registry>/<repository>)",
         ));
     };
     let candidates = app.catalog.for_repository(ns, repo);
@@ -282,7 +297,7 @@ async fn mirror_lookup(
     if let Target::Digest(d) = &route.target
         && let Some(dag) = candidates
             .iter()
-            .filter_map(|e| app.cache.cached(&e.cid))
+            .filter_map(|e| app.cache.cached_with_originals(&e.cid))
             .find(|dag| dag.get(d).is_some())
     {
         app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
@@ -293,7 +308,7 @@ async fn mirror_lookup(
     let Some(entry) = pick_candidate(&candidates, &route.target) else {
         return Err(miss(format!("{ns}/{repo}: not held in IPFS")));
     };
-    let dag = match app.cache.get(&entry.cid).await {
+    let dag = match app.cache.get_with_originals(&entry.cid).await {
         Ok(dag) => dag,
         Err(e) => {
             // A mirror that cannot answer must let containerd fall back at once.

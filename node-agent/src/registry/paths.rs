@@ -144,6 +144,53 @@ fn parse_target(kind: Kind, reference: &str) -> Result<Target, RegistryError> {
     }
 }
 
+/// A registry host as one path component of a mirror location: CRI-O and podman send no
+/// `?ns=`, so the agent is their mirror at `<agent>/<registry>` (`127.0.0.1:5050/docker.io`).
+/// A port becomes `_PORT` (`127.0.0.1_5000`): `:` is not allowed in a repository path, and `_`
+/// never occurs in a host name, so the mapping is reversible. `None` for a host that cannot be
+/// written so (IPv6 literals, upper case, `_default`).
+pub fn registry_segment(host: &str) -> Option<String> {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => (n, Some(p)),
+        Some(_) => return None,
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && (name.contains('.') || name == "localhost" || port.is_some());
+    if !name_ok {
+        return None;
+    }
+    Some(match port {
+        Some(p) => format!("{name}_{p}"),
+        None => name.to_owned(),
+    })
+}
+
+/// The inverse of [`registry_segment`] on a mirror request's name: `docker.io/library/nginx` →
+/// (`docker.io`, `library/nginx`). `None` when the first component does not name a registry.
+pub fn split_registry_prefix(name: &str) -> Option<(String, &str)> {
+    let (first, rest) = name.split_once('/')?;
+    let host = match first.rsplit_once('_') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{h}:{p}")
+        }
+        Some(_) => return None,
+        None => first.to_owned(),
+    };
+    (!rest.is_empty() && registry_segment(&host).as_deref() == Some(first)).then_some((host, rest))
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
@@ -166,6 +213,32 @@ mod tests {
         // a repository whose name contains "blobs" still splits at the last marker
         let r = parse(&format!("a/blobs/b/manifests/{DIGEST}")).unwrap();
         assert_eq!(r.repository, Repository::Mirror("a/blobs/b".into()));
+    }
+
+    #[test]
+    fn registry_prefixes_round_trip() {
+        for host in [
+            "docker.io",
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "registry.test",
+        ] {
+            let seg = registry_segment(host).unwrap();
+            assert!(!seg.contains(':'), "{seg}");
+            let name = format!("{seg}/library/nginx");
+            assert_eq!(
+                split_registry_prefix(&name),
+                Some((host.to_owned(), "library/nginx")),
+                "{host}"
+            );
+        }
+        for host in ["_default", "[::1]:5000", "Docker.io", "nginx", "a:b"] {
+            assert_eq!(registry_segment(host), None, "{host}");
+        }
+        // Not a registry: a name containers send with `?ns=`, or nothing after the host.
+        for name in ["library/nginx", "docker.io", "my_app/x", "x_1a/y"] {
+            assert_eq!(split_registry_prefix(name), None, "{name}");
+        }
     }
 
     #[test]
