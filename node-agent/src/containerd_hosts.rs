@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::managed_file::{has_marker, write_atomically};
+
 /// First line of every file we write; how `cleanup` recognises ours.
 pub const MARKER: &str =
     "# Managed by ipfs-image-agent; `ipfs-image-agent cleanup` restores the previous file.";
@@ -113,17 +115,12 @@ fn write_one(config_path: &Path, host: &str, contents: &str) -> Result<PathBuf> 
         std::fs::rename(&file, dir.join(BACKUP))
             .with_context(|| format!("backing up {}", file.display()))?;
     }
-    // Write then rename, so containerd never reads a half-written file.
-    let tmp = dir.join(".hosts.toml.tmp");
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, &file)?;
+    write_atomically(&file, contents)?;
     Ok(file)
 }
 
 fn is_ours(file: &Path) -> bool {
-    std::fs::read_to_string(file)
-        .map(|s| s.starts_with(MARKER))
-        .unwrap_or(false)
+    has_marker(file, MARKER)
 }
 
 /// Remove our files, restore backups, remove directories we created. Returns what changed.

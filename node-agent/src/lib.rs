@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod containerd_hosts;
+pub mod managed_file;
 pub mod metrics;
 pub mod registries_conf;
 pub mod registry;

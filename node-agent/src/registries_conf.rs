@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::managed_file::{has_marker, write_atomically};
+
 use crate::registry::paths::registry_segment;
 
 /// First line of the drop-in; how `cleanup` recognises ours.
@@ -111,18 +113,13 @@ impl DropIn {
                 file.display()
             );
         }
-        // Write then rename, so the runtime never reads half a file.
-        let tmp = self.config_dir.join(format!(".{FILE_NAME}.tmp"));
-        std::fs::write(&tmp, contents)?;
-        std::fs::rename(&tmp, &file)?;
+        write_atomically(&file, &contents)?;
         Ok(file)
     }
 }
 
 fn is_ours(file: &Path) -> bool {
-    std::fs::read_to_string(file)
-        .map(|s| s.starts_with(MARKER))
-        .unwrap_or(false)
+    has_marker(file, MARKER)
 }
 
 /// Remove our drop-in (only if it is ours). Returns what changed.
