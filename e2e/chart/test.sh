@@ -274,10 +274,21 @@ kubo_case_private() {
 check "kubo-init script (sh, stub ipfs): API and the agent's gateway on 127.0.0.1, no bootstrap/mDNS/AutoConf, init once" kubo_case_default
 check "kubo-init script (sh, stub ipfs): private network key installed 0400, TCP only, extraConfig last, no gateway on the operator's Kubo" kubo_case_private
 
-# --- plain manifests, Dockerfiles, scripts ----------------------------------------------------
+# --- plain manifests, Dockerfiles, scripts, kind e2e ------------------------------------------
 check "manifests/install.yaml equals a fresh render (regenerate: e2e/chart/render-install.sh)" \
   bash -c "'$here/render-install.sh' --stdout | diff -u '$root/manifests/install.yaml' -"
-check "shell scripts parse (bash -n)" bash -c "for f in '$here'/*.sh '$root'/e2e/*.sh '$root'/e2e/node/*.sh '$root'/bench/*.sh; do bash -n \"\$f\" || exit 1; done"
+check "shell scripts parse (bash -n)" bash -c "for f in '$here'/*.sh '$root'/e2e/*.sh '$root'/e2e/node/*.sh '$root'/e2e/kind/*.sh '$root'/bench/*.sh; do bash -n \"\$f\" || exit 1; done"
+kind_config_ok() {
+  "$py" - "$root/e2e/kind/kind-config.yaml" <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+assert c["kind"] == "Cluster" and c["apiVersion"] == "kind.x-k8s.io/v1alpha4", c
+patches = "\n".join(c["containerdConfigPatches"])
+assert 'config_path = "/etc/containerd/certs.d"' in patches, patches
+assert sum(1 for n in c["nodes"] if n["role"] == "worker") >= 1, "needs a worker besides the control plane"
+PY
+}
+check "kind cluster config sets containerd config_path, has a worker" kind_config_ok
 dockerfiles_ok() {
   local f pkg
   for f in operator agent; do
