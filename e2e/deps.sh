@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
-# Debian packages (registry, image tools, containerd, podman (it reads registries.conf as CRI-O does), runc, CNI plugins, iptables, protoc, openssl),
+# Debian packages (registry, image tools, containerd, podman (it reads registries.conf as CRI-O does), runc, CNI plugins, iptables, protoc, openssl,
+# Prometheus (the real-node test scrapes the agent and the operator with it) and matplotlib (e2e/dashboard renders its panels)),
 # and, built from their Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by
 # version outside the work tree; linked into e2e/.deps/bin): Kubo at the version the chart ships,
 # etcd, Kubernetes (the control plane the API tests run against and the node e2e/node runs:
@@ -14,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-all}
 case $what in all | --packages | --go-tools) ;; *) echo "usage: $0 [--packages|--go-tools]" >&2; exit 2 ;; esac
 pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah podman curl python3 unzip stargz-snapshotter iproute2 openssl
-  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux)
+  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux prometheus python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ "$what" != --go-tools ] && [ ${#missing[@]} -gt 0 ]; then

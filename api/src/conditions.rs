@@ -143,6 +143,70 @@ impl Reason {
         }
     }
 
+    /// What a person can do about it, for `kubectl describe`: appended to condition messages
+    /// and Events. `None` for progress reasons that need nothing from anyone.
+    pub const fn next_step(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::InvalidReference => {
+                "fix spec.source (registry/repository:tag or @sha256:digest)"
+            }
+            Reason::SecretNotFound => {
+                "create the Secret named in spec.imagePullSecrets in this namespace, or remove it from the list"
+            }
+            Reason::SecretInvalid => {
+                "the Secret must be of type kubernetes.io/dockerconfigjson with an entry for the source registry"
+            }
+            Reason::RegistryUnauthorized => {
+                "add a pull secret with credentials for this registry to spec.imagePullSecrets"
+            }
+            Reason::RegistryForbidden => {
+                "the credentials were accepted but may not pull this repository: check the account's access"
+            }
+            Reason::RegistryNotFound => "check the repository and tag (or digest) in spec.source",
+            Reason::RegistryUnavailable => {
+                "retried with backoff; check that the operator's Pod can reach the registry"
+            }
+            Reason::IpfsUnavailable => {
+                "retried with backoff; check the operator Pod's kubo container (kubectl logs <pod> -c kubo)"
+            }
+            Reason::ContentUnavailable => {
+                "retried with backoff; a peer that holds the CID must be reachable from the operator's Kubo"
+            }
+            Reason::ManifestTooLarge
+            | Reason::DagTooDeep
+            | Reason::TooManyManifests
+            | Reason::InvalidImage => "this image cannot be served from IPFS: use another image",
+            Reason::ImageTooLarge => {
+                "raise the operator's --max-image-size (chart operator.maxImageSize), or keep fewer spec.platforms"
+            }
+            Reason::ImportTimedOut => {
+                "retried, resuming from the blobs already stored; raise --import-timeout (chart operator.importTimeout) for slow registries"
+            }
+            Reason::AddressRefused => {
+                "the registry sent the operator to an address it refuses (--refuse-network): use a registry that does not"
+            }
+            Reason::WaitingForReplicas => {
+                "check the node agents (kubectl get pods -l app.kubernetes.io/component=agent) and the messages in status.nodes"
+            }
+            Reason::Importing
+            | Reason::Imported
+            | Reason::Pinning
+            | Reason::Pinned
+            | Reason::Ready
+            | Reason::Adopted
+            | Reason::TagMoved
+            | Reason::Unpinned => return None,
+        })
+    }
+
+    /// `message`, then what to do about it (see [`Reason::next_step`]).
+    pub fn with_next_step(self, message: &str) -> String {
+        match self.next_step() {
+            Some(step) => format!("{message}. Next: {step}"),
+            None => message.to_owned(),
+        }
+    }
+
     /// Whether this reason reports a failure (an error Event, a failure metric) rather than
     /// progress. Failures are retried with backoff by the controller; none is terminal, since a
     /// user can fix a Secret or a registry can come back without the spec changing.
@@ -238,6 +302,19 @@ pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_and_the_wait_for_nodes_say_what_to_do_next() {
+        for reason in Reason::ALL {
+            let wants_step = reason.is_failure() || reason == Reason::WaitingForReplicas;
+            assert_eq!(reason.next_step().is_some(), wants_step, "{reason}");
+        }
+        assert_eq!(
+            Reason::ImageTooLarge.with_next_step("too big"),
+            "too big. Next: raise the operator's --max-image-size (chart operator.maxImageSize), or keep fewer spec.platforms"
+        );
+        assert_eq!(Reason::Ready.with_next_step("pull it"), "pull it");
+    }
 
     fn at(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())

@@ -20,4 +20,7 @@ pub use spec::{
     IpfsImage, IpfsImageSpec, MIN_RECHECK_INTERVAL, Origin, Prefetch, PullSecretReference,
     RecheckIntervalError,
 };
-pub use status::{DEFAULT_MIRROR_HOST, IpfsImageStatus, NodeStatus, Phase, ipfs_image_reference};
+pub use status::{
+    DEFAULT_MIRROR_HOST, IpfsImageStatus, NodeStatus, Phase, StatusSummary, human_size,
+    ipfs_image_reference,
+};

@@ -47,9 +47,35 @@ pub const MIN_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
         description = "Where the image is in its lifecycle"
     ),
     printcolumn(
+        name = "Size",
+        type_ = "string",
+        json_path = ".status.summary.size",
+        description = "Size of the image's blobs"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        json_path = ".status.summary.nodes",
+        description = "Nodes that pin the image, against spec.minReplicas"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Platforms",
+        type_ = "string",
+        json_path = ".status.platforms",
+        description = "Platforms the imported image holds",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Checked",
+        type_ = "date",
+        json_path = ".status.lastCheckTime",
+        description = "When the source tag was last resolved against its registry",
+        priority = 1
     ),
     printcolumn(
         name = "Image",

@@ -56,6 +56,11 @@ pub struct IpfsImageStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
 
+    /// What `kubectl get` shows, for people: the size in binary units and the nodes that pin the
+    /// image against `spec.minReplicas`. Programs should read `size` and `nodes` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<StatusSummary>,
+
     /// Platforms the imported image contains, as `os/arch[/variant]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
@@ -97,6 +102,43 @@ pub enum Phase {
     Failed,
 }
 
+/// The status in the few words `kubectl get ipfsimg` has room for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSummary {
+    /// `status.size` in binary units, e.g. `4.2MiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Nodes that pin the current image, against `spec.minReplicas`: `2/3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+}
+
+impl StatusSummary {
+    pub fn new(size: Option<i64>, pinned: usize, min_replicas: usize) -> Self {
+        Self {
+            size: size.map(|s| human_size(s.max(0) as u64)),
+            nodes: Some(format!("{pinned}/{min_replicas}")),
+        }
+    }
+}
+
+/// Bytes in binary units with one decimal below 10 (`512B`, `4.2MiB`, `37MiB`, `1.5GiB`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes}B"),
+        _ if value < 9.95 => format!("{value:.1}{}", UNITS[unit]),
+        _ => format!("{value:.0}{}", UNITS[unit]),
+    }
+}
+
 /// One node's pin of the image, written by that node's agent.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +176,7 @@ pub const OPERATOR_FIELDS: &[&str] = &[
     "sourceDigest",
     "lastCheckTime",
     "size",
+    "summary",
     "platforms",
     "conditions",
     "observedGeneration",
@@ -206,6 +249,20 @@ mod tests {
     }
 
     #[test]
+    fn human_size_uses_binary_units_with_one_decimal_below_ten() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(1023), "1023B");
+        assert_eq!(human_size(1024), "1.0KiB");
+        assert_eq!(human_size(4_404_019), "4.2MiB");
+        assert_eq!(human_size(10 * 1024 * 1024 - 1), "10MiB");
+        assert_eq!(human_size(300 * 1024 * 1024), "300MiB");
+        assert_eq!(human_size(3 << 30), "3.0GiB");
+        let summary = StatusSummary::new(Some(2048), 2, 3);
+        assert_eq!(summary.size.as_deref(), Some("2.0KiB"));
+        assert_eq!(summary.nodes.as_deref(), Some("2/3"));
+    }
+
+    #[test]
     fn empty_status_serializes_to_an_empty_object() {
         // An empty list in a merge patch would wipe the agents' entries.
         assert_eq!(
@@ -224,6 +281,7 @@ mod tests {
             source_digest: Some("d".into()),
             last_check_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
             size: Some(1),
+            summary: Some(StatusSummary::new(Some(1), 1, 1)),
             platforms: vec!["linux/amd64".into()],
             nodes: vec![node("n1", "c", true)],
             conditions: vec![Condition {

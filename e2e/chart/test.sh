@@ -142,7 +142,9 @@ yaml.safe_dump(dep, open(sys.argv[2], "w"))
 PY
 check_fails "kubernetes-validate rejects a planted unknown field (self-check)" "${kv[@]}" "$tmp/planted.yaml"
 
-# --- the CRD and the examples -----------------------------------------------------------------
+# --- the CRD, the dashboard and the examples --------------------------------------------------
+check "the chart's dashboard is what e2e/dashboard/dashboard.py writes" \
+  python3 "$root/e2e/dashboard/dashboard.py" --check
 check "chart crds/ is a copy of crds/ipfsimage.dev_ipfsimages.yaml (sync: e2e/chart/render-install.sh)" \
   cmp "$root/crds/ipfsimage.dev_ipfsimages.yaml" "$chart/crds/ipfsimage.dev_ipfsimages.yaml"
 check "extract the IpfsImage schema from the CRD" \

@@ -505,7 +505,7 @@ node_down() {
     done
   fi
   local name
-  for name in registry-source registry-infra containerd kube-scheduler kube-controller-manager \
+  for name in prometheus registry-source registry-infra containerd kube-scheduler kube-controller-manager \
     kube-apiserver etcd; do
     node_stop_daemon "$name"
   done

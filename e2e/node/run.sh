@@ -5,7 +5,6 @@
 #   bash e2e/node/run.sh           # the test: each step is a check; prints "N passed, M failed"
 #   DEMO=1 bash e2e/node/run.sh    # the same steps, printing what a user would look at
 #   KEEP_NODE=1 …                  # leave the node running at the end (prints how to reach it)
-#
 # Steps (each asserted on what the API server, containerd or Kubo report):
 #  1. helm install the chart, unchanged, with values for image repositories and node paths only;
 #     the operator Deployment and the agent DaemonSet become Ready, each with its Kubo;
@@ -14,8 +13,12 @@
 #  4. with the source registry stopped, a Deployment using the original reference starts,
 #     pulled through the node's mirror, with the original digest;
 #  5. a Pod whose image no IpfsImage holds is pulled from upstream through the fallback;
-#  6. deleting the IpfsImage unpins it from the operator's Kubo;
-#  7. helm uninstall leaves containerd's hosts.toml files as they were before the install.
+#  6. a Prometheus scraping the agent and the operator as the chart's ServiceMonitors say (it
+#     ran since step 1) answers every query of every panel of the chart's dashboard;
+#  7. deleting the IpfsImage unpins it from the operator's Kubo;
+#  8. helm uninstall leaves containerd's hosts.toml files as they were before the install.
+#
+#   DASHBOARD_PNG=DIR …            # also draw the dashboard's rows from that Prometheus to DIR
 set -euo pipefail
 NODE_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NODE_BIN=$NODE_ROOT/e2e/.deps/bin
@@ -46,9 +49,11 @@ step() {
   node_log "step $1"
   step_start=$SECONDS
 }
+step_times=()
 step_ok() {
   passed=$((passed + 1))
   echo "ok: step $current_step ($((SECONDS - step_start)) s)" >&2
+  step_times+=("$(printf '%4d s  %s' "$((SECONDS - step_start))" "$current_step")")
   current_step=
 }
 h() { in_node "$HELM" --kubeconfig "$NODE_WORK/pki/admin.kubeconfig" "$@"; }
@@ -84,6 +89,10 @@ finish() {
     node_log "stopping the node"
     node_down
     rm -rf "$NODE_WORK"
+  fi
+  if [ ${#step_times[@]} -gt 0 ]; then
+    echo "steps (time, step):" >&2
+    printf '  %s\n' "${step_times[@]}" >&2
   fi
   echo "$passed passed, $failed failed"
   [ "$rc" = 0 ] && [ "$failed" = 0 ] || exit 1
@@ -130,7 +139,7 @@ YAML
 
 [ "$(id -u)" = 0 ] || node_die "run as root (network namespaces, mounts, cgroups)"
 for tool in "$NODE_BIN/kubelet" "$NODE_BIN/kube-apiserver" "$NODE_BIN/etcd" "$NODE_BIN/ipfs" "$HELM" \
-  containerd runc buildah docker-registry nsenter unshare ip gcc; do
+  containerd runc buildah docker-registry nsenter unshare ip gcc prometheus; do
   command -v "$tool" >/dev/null || node_die "$tool is missing: run bash e2e/deps.sh and bash e2e/chart/deps.sh"
 done
 for bin in ipfs-image-operator ipfs-image-agent; do
@@ -179,8 +188,15 @@ kubo:
 containerd:
   configPath: $NODE_WORK/etc-containerd/certs.d
   configFile: $NODE_WORK/etc-containerd/config.toml
+# Scraped by this test's Prometheus (step 6), often enough to see a short run.
+metrics:
+  serviceMonitor: {enabled: true, interval: 5s, scrapeTimeout: 4s}
+  grafanaDashboard: {enabled: true}
 YAML
 show cat "$NODE_WORK/values.yaml"
+# The ServiceMonitor kind, as a cluster with prometheus-operator has it.
+k apply -f "$NODE_ROOT/e2e/node/servicemonitor-crd.yaml" >/dev/null
+k wait crd/servicemonitors.monitoring.coreos.com --for=condition=Established --timeout=60s >/dev/null
 h install "$release" "$NODE_ROOT/charts/ipfs-image" --namespace "$ns" --create-namespace \
   --values "$NODE_WORK/values.yaml" --wait --timeout 3m >/dev/null
 k -n "$ns" rollout status "deployment/$release-operator" --timeout=2m >/dev/null
@@ -207,6 +223,16 @@ grep -q "containerd reads the mirror's hosts.toml" <<<"$configure_log" ||
 agent_uses_gateway() { k -n "$ns" logs "$agent_pod" -c agent | grep -q "reading blobs through Kubo's gateway"; }
 wait_for "the agent to read blobs through Kubo's gateway" 60 agent_uses_gateway
 show k -n "$ns" get deployments,daemonsets,pods -o wide
+# A Prometheus from now on, with the scrape config the installed ServiceMonitors imply.
+prom_url=http://127.0.0.1:9390
+k -n "$ns" get servicemonitors -o json |
+  python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" scrape-config --kubeconfig "$NODE_WORK/pki/admin.kubeconfig" \
+    >"$NODE_WORK/prometheus.yml"
+service_monitors=$(k -n "$ns" get servicemonitors -o name | wc -l)
+[ "$service_monitors" -ge 2 ] || node_die "the chart installed $service_monitors ServiceMonitors, want the operator's and the agent's"
+start_daemon prometheus prometheus --config.file="$NODE_WORK/prometheus.yml" \
+  --storage.tsdb.path="$NODE_WORK/prometheus" --web.listen-address=127.0.0.1:9390
+wait_for "Prometheus" 60 in_net curl -fsS "$prom_url/-/ready"
 step_ok
 
 step "2: an IpfsImage becomes Ready with its CID"
@@ -218,6 +244,9 @@ kind: IpfsImage
 metadata: {name: busybox, namespace: $app_ns}
 spec:
   source: $source_image
+  # Pinned on the node before any Pod asks; Ready once the node holds it.
+  prefetch: {nodeSelector: {}}
+  minReplicas: 1
 YAML
 k -n "$app_ns" wait ipfsimage/busybox --for=condition=Ready --timeout=5m >/dev/null
 cid=$(k -n "$app_ns" get ipfsimage busybox -o jsonpath='{.status.cid}')
@@ -232,7 +261,23 @@ layout_cid=$(k -n "$app_ns" get ipfsimage busybox -o jsonpath='{.status.layoutCi
 registry_digest=$(in_net curl -fsSI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
   "http://$SOURCE_REGISTRY/v2/demo/busybox/manifests/1" | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}' | tr -d '\r')
 [ "$source_digest" = "$registry_digest" ] || node_die "status.sourceDigest $source_digest is not the registry's $registry_digest"
-k -n "$app_ns" get ipfsimg | grep -q "$cid" || node_die "kubectl get ipfsimg does not show the CID"
+# What a person reads: kubectl get's columns (the CRD's printer columns, as the API server
+# returns them in its Table), and their values.
+size_text=$(k -n "$app_ns" get ipfsimage busybox -o jsonpath='{.status.summary.size}')
+[[ $size_text =~ ^[0-9.]+(B|KiB|MiB)$ ]] || node_die "status.summary.size is '$size_text'"
+columns() { tr -s ' ' <<<"$1" | sed -n "$2p"; }
+table=$(k -n "$app_ns" get ipfsimg)
+[ "$(columns "$table" 1)" = "NAME SOURCE CID PHASE SIZE NODES AGE" ] || node_die "kubectl get ipfsimg shows:
+$table"
+[[ "$(columns "$table" 2)" == "busybox $source_image $cid Ready $size_text 1/1 "* ]] || node_die "kubectl get ipfsimg shows:
+$table"
+table=$(k -n "$app_ns" get ipfsimg -o wide)
+[ "$(columns "$table" 1)" = "NAME SOURCE CID PHASE SIZE NODES AGE PLATFORMS CHECKED IMAGE" ] ||
+  node_die "kubectl get ipfsimg -o wide shows:
+$table"
+wide_row=$(columns "$table" 2)
+[[ $wide_row == *" $image" && $wide_row == *linux/* ]] || node_die "kubectl get ipfsimg -o wide shows:
+$table"
 show k -n "$app_ns" get ipfsimg -o wide
 step_ok
 
@@ -295,7 +340,19 @@ image_id=$(k -n "$app_ns" get pod upstream-only -o jsonpath='{.status.containerS
 show k -n "$app_ns" logs upstream-only
 step_ok
 
-step "6: deleting the IpfsImage unpins it"
+step "6: a real Prometheus answers every query of the installed dashboard, after a pull and an import"
+# The dashboard as installed (the chart's ConfigMap), not the file in the work tree.
+k -n "$ns" get configmap "$release-dashboard" -o jsonpath='{.data.ipfs-image\.json}' >"$NODE_WORK/dashboard.json"
+in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" check --prometheus "$prom_url" \
+  --dashboard "$NODE_WORK/dashboard.json" --jobs "$service_monitors" --window 10m --timeout 120 >&2
+if [ -n "${DASHBOARD_PNG:-}" ]; then
+  mkdir -p "$DASHBOARD_PNG"
+  in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" render --prometheus "$prom_url" \
+    --dashboard "$NODE_WORK/dashboard.json" --out "$(cd "$DASHBOARD_PNG" && pwd)" --minutes $(((SECONDS - started) / 60 + 1)) >&2
+fi
+step_ok
+
+step "7: deleting the IpfsImage unpins it"
 pinned() { k -n "$ns" exec "$operator_pod" -c kubo -- ipfs pin ls --type=recursive --quiet | grep -qx "$layout_cid"; }
 pinned || node_die "$layout_cid (the layout of $cid) is not pinned in the operator's Kubo before the delete"
 k -n "$app_ns" delete ipfsimage busybox --wait=true --timeout=2m >/dev/null
@@ -307,7 +364,7 @@ done
 show k -n "$app_ns" get ipfsimg
 step_ok
 
-step "7: helm uninstall leaves containerd's hosts.toml files as they were"
+step "8: helm uninstall leaves containerd's hosts.toml files as they were"
 k delete namespace "$app_ns" --wait=true --timeout=2m >/dev/null
 h uninstall "$release" --namespace "$ns" --wait --timeout 3m >/dev/null
 k -n "$ns" wait --for=delete pod -l app.kubernetes.io/component=agent --timeout=2m >/dev/null 2>&1 || true

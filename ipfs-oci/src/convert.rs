@@ -24,6 +24,7 @@ use crate::format::{
 };
 use crate::ipfs::{IpfsError, IpfsStore};
 use crate::layout::Staging;
+use crate::progress::ProgressSink;
 use crate::source::{RawManifest, Reference, SourceError, SourceRegistry};
 
 /// UnixFS chunk size of the format: blobs up to this size are one raw block.
@@ -45,6 +46,8 @@ pub struct ConvertOptions {
     /// declare them) add up to more than this, before downloading the blobs of the manifest
     /// that crosses it. `None`: no limit.
     pub max_image_size: Option<u64>,
+    /// Told about each config and layer as it is stored (see [`crate::progress`]).
+    pub progress: Option<ProgressSink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +289,25 @@ impl<S: IpfsStore> Job<'_, S> {
         Ok(())
     }
 
+    /// A blob's stream from the registry, reported to the progress sink as it passes.
+    async fn download(
+        &self,
+        digest: Digest,
+        size: u64,
+    ) -> Result<crate::ipfs::ByteStream, ConvertError> {
+        let stream = self
+            .source
+            .blob_stream(self.reference, digest, size)
+            .await?;
+        Ok(match &self.options.progress {
+            Some(p) => {
+                p.started(&digest, size);
+                p.counting(digest, stream)
+            }
+            None => stream,
+        })
+    }
+
     /// Stream a config or layer from the registry into IPFS (once per digest).
     async fn store_blob(&mut self, digest: Digest, size: u64) -> Result<Cid, ConvertError> {
         if let Some((cid, _)) = self.blobs.get(&digest) {
@@ -297,16 +319,19 @@ impl<S: IpfsStore> Job<'_, S> {
         {
             self.check_cid(digest, size, &cid)?;
             tracing::info!(%digest, size, cid = %to_base32(&cid), "blob already held by an earlier attempt");
+            if let Some(p) = &self.options.progress {
+                p.done(&digest, size, true);
+            }
             self.blobs.insert(digest, (cid, size));
             return Ok(cid);
         }
-        let stream = self
-            .source
-            .blob_stream(self.reference, digest, size)
-            .await?;
+        let stream = self.download(digest, size).await?;
         let started = std::time::Instant::now();
         let added = self.staging.add(&digest.hex(), stream).await?;
         self.check_cid(digest, size, &added.cid)?;
+        if let Some(p) = &self.options.progress {
+            p.done(&digest, size, false);
+        }
         tracing::info!(%digest, size, cid = %to_base32(&added.cid), elapsed_ms = started.elapsed().as_millis() as u64, "stored blob");
         self.blobs.insert(digest, (added.cid, size));
         Ok(added.cid)
@@ -574,10 +599,7 @@ impl<S: IpfsStore> Job<'_, S> {
         if let Some(done) = self.estargz.get(&digest) {
             return Ok(done.clone());
         }
-        let stream = self
-            .source
-            .blob_stream(self.reference, digest, size)
-            .await?;
+        let stream = self.download(digest, size).await?;
         let started = std::time::Instant::now();
         let (out, task) = convert_stream(stream, EstargzOptions::default());
         // Its digest is known only at the end, so it is held under its source's name.
@@ -607,6 +629,9 @@ impl<S: IpfsStore> Job<'_, S> {
         };
         let added = added?;
         self.check_cid(layer.digest, layer.size, &added.cid)?;
+        if let Some(p) = &self.options.progress {
+            p.done(&digest, size, false);
+        }
         tracing::info!(
             source = %digest,
             source_size = size,

@@ -9,6 +9,7 @@ pub mod estargz;
 pub mod format;
 pub mod ipfs;
 pub mod layout;
+pub mod progress;
 pub mod resolve;
 pub mod source;
 pub mod verified_stream;

@@ -10,6 +10,7 @@ pub mod managed_file;
 pub mod metrics;
 pub mod registries_conf;
 pub mod registry;
+pub mod repo_watch;
 pub mod runtime_check;
 pub mod runtime_watch;
 pub mod serve;

@@ -31,6 +31,61 @@ pub struct Metrics {
     pub blob_stream_buffered_bytes: IntGauge,
     /// 1 for each reason containerd's config keeps it from using the mirror (see runtime_check).
     pub runtime_config_problems: IntGaugeVec,
+    /// Mirror requests answered "not here" so that the runtime pulls from upstream, by registry
+    /// and cause (see [`FallbackCause`]).
+    pub mirror_fallbacks: IntCounterVec,
+    /// What this node's prefetch pins hold: images (objects) and distinct bytes.
+    pub pins: PinGauges,
+    /// This node's Kubo repository: bytes stored, and its `Datastore.StorageMax`.
+    pub repo_size_bytes: IntGauge,
+    pub repo_max_bytes: IntGauge,
+}
+
+/// Why a mirror request fell back to the upstream registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FallbackCause {
+    /// No allowed IpfsImage holds the reference.
+    Miss,
+    /// IPFS did not answer within `--resolve-timeout`.
+    IpfsTimeout,
+    /// The IPFS daemon could not be reached, or no peer had the blocks.
+    IpfsUnreachable,
+    /// What IPFS holds under the CID is not a usable IPFS-enabled image.
+    Invalid,
+}
+
+impl FallbackCause {
+    pub const ALL: [FallbackCause; 4] = [
+        Self::Miss,
+        Self::IpfsTimeout,
+        Self::IpfsUnreachable,
+        Self::Invalid,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Miss => "miss",
+            Self::IpfsTimeout => "ipfs_timeout",
+            Self::IpfsUnreachable => "ipfs_unreachable",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The prefetch pins' gauges, handed to the cluster side (unregistered by default, for tests).
+#[derive(Clone, Debug)]
+pub struct PinGauges {
+    pub images: IntGauge,
+    pub bytes: IntGauge,
+}
+
+impl Default for PinGauges {
+    fn default() -> Self {
+        Self {
+            images: IntGauge::new("pinned_images", "unregistered").expect("valid gauge"),
+            bytes: IntGauge::new("pinned_bytes", "unregistered").expect("valid gauge"),
+        }
+    }
 }
 
 impl Metrics {
@@ -131,6 +186,40 @@ impl Metrics {
         registry
             .register(Box::new(runtime_config_problems.clone()))
             .expect("unique metric");
+        let mirror_fallbacks = counter(
+            "mirror_fallbacks_total",
+            "Mirror requests sent back to the upstream registry, by registry and cause (miss, ipfs_timeout, ipfs_unreachable, invalid)",
+            &["registry", "cause"],
+        );
+        let pins = PinGauges {
+            images: gauge(
+                "pinned_images",
+                "IpfsImages whose image this node holds pinned (prefetch)",
+            ),
+            bytes: gauge(
+                "pinned_bytes",
+                "Bytes of the images this node holds pinned (prefetch), each image counted once",
+            ),
+        };
+        let repo_size_bytes = gauge(
+            "ipfs_repo_size_bytes",
+            "Bytes in this node's Kubo repository (repo/stat RepoSize)",
+        );
+        let repo_max_bytes = gauge(
+            "ipfs_repo_max_bytes",
+            "Size limit of this node's Kubo repository (Datastore.StorageMax)",
+        );
+        // Zero series for every label value the code uses, so dashboards show 0, not "no data".
+        verification_failures.with_label_values(&["blob"]);
+        for kind in ["timeout", "unreachable", "invalid", "other"] {
+            ipfs_errors.with_label_values(&[kind]);
+        }
+        for reason in ["blob", "range", "detached", "resumed"] {
+            ipfs_cat_streams.with_label_values(&[reason]);
+        }
+        for result in ["hit", "miss"] {
+            cache.with_label_values(&[result]);
+        }
         Self {
             registry,
             requests,
@@ -146,7 +235,19 @@ impl Metrics {
             blob_stream_detached,
             blob_stream_buffered_bytes,
             runtime_config_problems,
+            mirror_fallbacks,
+            pins,
+            repo_size_bytes,
+            repo_max_bytes,
         }
+    }
+
+    /// Count a fallback, and keep the per-registry hit/miss counter in step.
+    pub fn fallback(&self, registry: &str, cause: FallbackCause) {
+        self.mirror.with_label_values(&[registry, "miss"]).inc();
+        self.mirror_fallbacks
+            .with_label_values(&[registry, cause.label()])
+            .inc();
     }
 
     pub fn render(&self) -> String {

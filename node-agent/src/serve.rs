@@ -36,6 +36,10 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         }
     };
     let metrics = Metrics::new();
+    let _repo_watch = AbortOnDrop(tokio::spawn(crate::repo_watch::run(
+        ipfs.clone(),
+        metrics.clone(),
+    )));
     let catalog = Arc::new(Catalog::default());
     let kubernetes = args
         .kubernetes
@@ -53,7 +57,7 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         tracing::info!(path = %path.display(), images = target.snapshot().len(), "catalog loaded");
     }
     let _cluster = if kubernetes {
-        Some(start_cluster(ipfs_api, &args, catalog.clone(), file_catalog).await?)
+        Some(start_cluster(ipfs_api, &args, catalog.clone(), file_catalog, &metrics).await?)
     } else {
         None
     };
@@ -117,6 +121,7 @@ async fn start_cluster(
     args: &ServeArgs,
     catalog: Arc<Catalog>,
     file_catalog: Option<Arc<Catalog>>,
+    metrics: &Metrics,
 ) -> Result<cluster::ClusterAgent> {
     let node_name = args
         .node_name
@@ -141,6 +146,7 @@ async fn start_cluster(
         peer_interval: args.peer_interval,
         static_peers: args.peers.clone(),
         mirror_namespaces: mirror_namespaces(args),
+        pin_gauges: metrics.pins.clone(),
     };
     tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");
     cluster::start(

@@ -36,14 +36,17 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         credentials,
         ..Default::default()
     });
+    let progress = crate::convert_progress::for_stderr();
     let options = ConvertOptions {
         platforms,
         estargz: args.estargz,
         // One-shot: a fresh staging area, removed if the conversion fails.
         staging_key: None,
         max_image_size: None,
+        progress: Some(progress.clone()),
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
+    progress.finished();
     tracing::info!(
         index = %image.index_digest,
         source_digest = %image.source_digest,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod convert_cmd;
+mod convert_progress;
 mod telemetry;
 
 use clap::Parser;

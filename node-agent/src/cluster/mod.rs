@@ -51,6 +51,8 @@ pub struct ClusterConfig {
     pub static_peers: Vec<PeerInfo>,
     /// Namespaces whose IpfsImages answer original references through the mirror.
     pub mirror_namespaces: catalog_sync::MirrorNamespaces,
+    /// Set after each prefetch pass to what this node's pins hold.
+    pub pin_gauges: crate::metrics::PinGauges,
 }
 
 /// Progress signals, for tests and logs: each is sent after the work it names is done.
@@ -146,7 +148,10 @@ pub fn start<S: IpfsStore + 'static>(
         labels_rx,
         pins,
         writer,
-        config.node_name.clone(),
+        prefetch::Node {
+            name: config.node_name.clone(),
+            gauges: config.pin_gauges.clone(),
+        },
         reporter.clone(),
     )));
     let pods = match config.pod.clone() {

@@ -16,6 +16,7 @@ use super::node::{Labels, LabelsRx, matches};
 use super::pin_state::PinState;
 use super::status::StatusWriter;
 use super::{Report, Reporter};
+use crate::metrics::PinGauges;
 
 /// A failed pin or unpin is tried again after this long (or on the next change).
 const RETRY: Duration = Duration::from_secs(60);
@@ -46,13 +47,19 @@ pub fn wanted(
         .collect()
 }
 
+/// The node a prefetch loop pins for, and the gauges it keeps.
+pub struct Node {
+    pub name: String,
+    pub gauges: PinGauges,
+}
+
 pub async fn run<S: IpfsStore>(
     ipfs: Arc<S>,
     mut images: ImagesRx,
     mut labels: LabelsRx,
     mut pins: PinState,
     mut writer: StatusWriter,
-    node: String,
+    node: Node,
     reporter: Reporter,
 ) {
     let mut retry_at: Option<Instant> = None;
@@ -101,7 +108,7 @@ async fn pass<S: IpfsStore>(
     labels: &Labels,
     pins: &mut PinState,
     writer: &mut StatusWriter,
-    node: &str,
+    node: &Node,
     reporter: &Reporter,
 ) -> bool {
     let wanted = wanted(images, labels);
@@ -146,10 +153,22 @@ async fn pass<S: IpfsStore>(
             }
         }
     }
+    let mut held_images = 0;
+    let mut held_bytes: BTreeMap<&str, i64> = BTreeMap::new();
     for (k, obj) in images {
-        let entry = wanted.get(k).map(|w| node_entry(node, obj, w, &outcome));
+        let entry = wanted
+            .get(k)
+            .map(|w| node_entry(&node.name, obj, w, &outcome));
+        if let (Some(Ok(cid)), Some(e)) = (wanted.get(k), &entry)
+            && e.pinned
+        {
+            held_images += 1;
+            held_bytes.insert(cid, e.bytes.unwrap_or(0));
+        }
         writer.want(k.clone(), obj, entry);
     }
+    node.gauges.images.set(held_images);
+    node.gauges.bytes.set(held_bytes.values().sum());
     writer.retain(|k| images.contains_key(k));
     reporter.send(Report::Prefetch {
         pinned: pinned_now,

@@ -25,7 +25,7 @@ use ipfs_oci::verified_stream::verified;
 
 use crate::cache::{CacheError, DagCache};
 use crate::catalog::{Catalog, CatalogEntry, most_recent};
-use crate::metrics::Metrics;
+use crate::metrics::{FallbackCause, Metrics};
 pub use errors::{ErrorCode, RegistryError};
 pub use fanout::BlobStreams;
 use paths::{Kind, Repository, Route, Target};
@@ -268,11 +268,8 @@ async fn mirror_lookup(
     repo: &str,
     ns: Option<&str>,
 ) -> Result<(Arc<ImageDag>, Digest), RegistryError> {
-    let miss = |reason: String| {
-        app.metrics
-            .mirror
-            .with_label_values(&[ns.unwrap_or(""), "miss"])
-            .inc();
+    let miss = |cause: FallbackCause, reason: String| {
+        app.metrics.fallback(ns.unwrap_or(""), cause);
         RegistryError::new(
             if route.kind == Kind::Manifest {
                 ErrorCode::ManifestUnknown
@@ -290,7 +287,10 @@ async fn mirror_lookup(
     };
     let candidates = app.catalog.for_repository(ns, repo);
     if candidates.is_empty() {
-        return Err(miss(format!("{ns}/{repo} is not held in IPFS")));
+        return Err(miss(
+            FallbackCause::Miss,
+            format!("{ns}/{repo} is not held in IPFS"),
+        ));
     }
     // A digest some already resolved image holds answers without touching IPFS (the blobs and
     // platform manifests of a pull that began with its tag).
@@ -306,15 +306,21 @@ async fn mirror_lookup(
     // Otherwise one candidate, chosen before any DAG is resolved, so a pull waits at most one
     // resolve timeout however many objects name this repository.
     let Some(entry) = pick_candidate(&candidates, &route.target) else {
-        return Err(miss(format!("{ns}/{repo}: not held in IPFS")));
+        return Err(miss(
+            FallbackCause::Miss,
+            format!("{ns}/{repo}: not held in IPFS"),
+        ));
     };
     let dag = match app.cache.get_with_originals(&entry.cid).await {
         Ok(dag) => dag,
         Err(e) => {
             // A mirror that cannot answer must let containerd fall back at once.
-            record_ipfs_failure(app, &e);
+            let cause = record_ipfs_failure(app, &e);
             tracing::warn!(source = %entry.source, error = %e, "mirror: image unavailable, falling back");
-            return Err(miss(format!("{ns}/{repo}: IPFS cannot answer now: {e}")));
+            return Err(miss(
+                cause,
+                format!("{ns}/{repo}: IPFS cannot answer now: {e}"),
+            ));
         }
     };
     let digest = match &route.target {
@@ -326,7 +332,10 @@ async fn mirror_lookup(
             app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
             Ok((dag, digest))
         }
-        None => Err(miss(format!("{ns}/{repo}: not held in IPFS"))),
+        None => Err(miss(
+            FallbackCause::Miss,
+            format!("{ns}/{repo}: not held in IPFS"),
+        )),
     }
 }
 
@@ -354,13 +363,17 @@ fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
     }
 }
 
-fn record_ipfs_failure(app: &AppState, e: &CacheError) {
-    let kind = match e {
-        CacheError::Timeout(_) => "timeout",
-        CacheError::Resolve(r) if r.is_unavailable() => "unreachable",
-        CacheError::Resolve(_) => "invalid",
+/// Count an IPFS failure; returns the fallback cause it means for a mirror request.
+fn record_ipfs_failure(app: &AppState, e: &CacheError) -> FallbackCause {
+    let (kind, cause) = match e {
+        CacheError::Timeout(_) => ("timeout", FallbackCause::IpfsTimeout),
+        CacheError::Resolve(r) if r.is_unavailable() => {
+            ("unreachable", FallbackCause::IpfsUnreachable)
+        }
+        CacheError::Resolve(_) => ("invalid", FallbackCause::Invalid),
     };
     app.metrics.ipfs_errors.with_label_values(&[kind]).inc();
+    cause
 }
 
 fn cache_error(app: &AppState, kind: Kind, e: &CacheError) -> RegistryError {

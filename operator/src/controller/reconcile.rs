@@ -11,8 +11,8 @@ use futures::StreamExt;
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::names::{FIELD_MANAGER, FINALIZER, annotations};
 use ipfs_image_api::{
-    IpfsImage, IpfsImageStatus, Origin, Phase, Reason, condition, ipfs_image_reference,
-    is_condition_true, set_condition,
+    IpfsImage, IpfsImageStatus, Origin, Phase, Reason, StatusSummary, condition,
+    ipfs_image_reference, is_condition_true, set_condition,
 };
 use ipfs_oci::Cid;
 use ipfs_oci::content_id::{parse_cid, to_base32};
@@ -147,6 +147,7 @@ fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus) {
     let cid = status.cid.clone().unwrap_or_default();
     let wanted = obj.spec.min_replicas() as usize;
     let have = status.pinned_nodes(&cid).count();
+    status.summary = Some(StatusSummary::new(status.size, have, wanted));
     if have >= wanted {
         status.phase = Some(Phase::Ready);
         let message = match wanted {
@@ -162,7 +163,8 @@ fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus) {
         );
     } else {
         status.phase = Some(Phase::Pinning);
-        let message = format!("{have} of {wanted} nodes have pinned the image");
+        let message = Reason::WaitingForReplicas
+            .with_next_step(&format!("{have} of {wanted} nodes have pinned the image"));
         set_condition(
             &mut status.conditions,
             condition(
@@ -284,6 +286,7 @@ async fn import<S: IpfsStore>(
         // Per object: a retry or a restarted operator resumes from the blobs Kubo holds.
         staging_key: Some(staging_key(obj)),
         max_image_size: ctx.config.max_image_size,
+        progress: None,
     };
     let converting = convert(&ctx.ipfs, &registry, reference, &options);
     // A registry that never finishes must not hold a reconcile slot forever.
@@ -580,7 +583,7 @@ async fn report_failure<S: IpfsStore>(
     };
     let generation = obj.metadata.generation;
     let status = own_status(obj);
-    let message = error.message();
+    let message = reason.with_next_step(&error.message());
     let ready_now = status.observed_generation == generation
         && is_condition_true(&status.conditions, types::READY);
     if ready_now {
