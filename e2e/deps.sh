@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install what the demo and the tests need on a fresh Debian machine (idempotent; run as root):
 # Debian packages (registry, image tools, containerd, podman (it reads registries.conf as CRI-O does), runc, CNI plugins, iptables, protoc, openssl,
-# Prometheus (the real-node test scrapes the agent and the operator with it) and matplotlib (e2e/dashboard renders its panels)),
+# matplotlib (e2e/dashboard draws the dashboard's panels with it)),
 # and, built from their Go modules (wrapper modules under e2e/tools, go.sum checked in; cached by
 # version outside the work tree; linked into e2e/.deps/bin): Kubo at the version the chart ships,
+# Prometheus (the real-node test scrapes the chart's ServiceMonitors through its Kubernetes
+# discovery, which Debian's package leaves out),
 # etcd, Kubernetes (the control plane the API tests run against and the node e2e/node runs:
 # kubelet, kube-proxy…) and containerd 2.x.
 #
@@ -15,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-all}
 case $what in all | --packages | --go-tools) ;; *) echo "usage: $0 [--packages|--go-tools]" >&2; exit 2 ;; esac
 pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah podman curl python3 unzip stargz-snapshotter iproute2 openssl
-  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux prometheus python3-matplotlib)
+  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ "$what" != --go-tools ] && [ ${#missing[@]} -gt 0 ]; then
@@ -80,4 +82,11 @@ go_tool containerd "$containerd_version" "$here/tools/containerd" \
   github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr \
   github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
 echo "deps: $("$here/.deps/bin/containerd2" --version), and Debian's $(containerd --version | awk '{print $3}')" >&2
+# Its Go module's v0.3XY.Z is Prometheus 3.XY.Z.
+prom_version=$(go_mod_version "$here/tools/prometheus" github.com/prometheus/prometheus)
+prom_release=${prom_version#v0.}; prom_release=${prom_release:0:1}.${prom_release:1}
+go_tool prometheus "$prom_version" "$here/tools/prometheus" prometheus -tags remove_all_sd,enable_kubernetes_sd \
+  -ldflags "-s -w -X github.com/prometheus/common/version.Version=$prom_release" \
+  github.com/prometheus/prometheus/cmd/prometheus
+echo "deps: $("$here/.deps/bin/prometheus" --version 2>&1 | head -n 1)" >&2
 echo "deps: ok" >&2

@@ -21,6 +21,6 @@ pub use spec::{
     RecheckIntervalError,
 };
 pub use status::{
-    DEFAULT_MIRROR_HOST, IpfsImageStatus, NodeStatus, Phase, StatusSummary, human_size,
-    ipfs_image_reference,
+    DEFAULT_MIRROR_HOST, ImportedSpec, IpfsImageStatus, NodeStatus, Phase, StatusSummary,
+    human_size, ipfs_image_reference,
 };

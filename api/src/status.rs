@@ -56,6 +56,12 @@ pub struct IpfsImageStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
 
+    /// The spec fields the image was imported with. A spec edit that leaves them as they are
+    /// (prefetch, minReplicas, mirror, pull secrets, the re-check interval) is applied with the
+    /// image kept Ready and served; only a change of these re-imports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_spec: Option<ImportedSpec>,
+
     /// What `kubectl get` shows, for people: the size in binary units and the nodes that pin the
     /// image against `spec.minReplicas`. Programs should read `size` and `nodes` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +106,31 @@ pub enum Phase {
     Ready,
     /// Stopped by an error named in the conditions; retried with backoff.
     Failed,
+}
+
+/// What an import depends on: the source (or adopted CID), the platforms kept and eStargz.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estargz: bool,
+}
+
+impl ImportedSpec {
+    pub fn of(spec: &crate::IpfsImageSpec) -> Self {
+        Self {
+            source: spec.source.clone(),
+            cid: spec.cid.clone(),
+            platforms: spec.platforms.clone(),
+            estargz: spec.estargz,
+        }
+    }
 }
 
 /// The status in the few words `kubectl get ipfsimg` has room for.
@@ -176,6 +207,7 @@ pub const OPERATOR_FIELDS: &[&str] = &[
     "sourceDigest",
     "lastCheckTime",
     "size",
+    "importedSpec",
     "summary",
     "platforms",
     "conditions",
@@ -281,6 +313,7 @@ mod tests {
             source_digest: Some("d".into()),
             last_check_time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
             size: Some(1),
+            imported_spec: Some(ImportedSpec::default()),
             summary: Some(StatusSummary::new(Some(1), 1, 1)),
             platforms: vec!["linux/amd64".into()],
             nodes: vec![node("n1", "c", true)],

@@ -66,7 +66,11 @@ fn crd_has_the_promised_shape() {
             ("Source", ".spec.source"),
             ("CID", ".status.cid"),
             ("Phase", ".status.phase"),
+            ("Size", ".status.summary.size"),
+            ("Nodes", ".status.summary.nodes"),
             ("Age", ".metadata.creationTimestamp"),
+            ("Platforms", ".status.platforms"),
+            ("Checked", ".status.lastCheckTime"),
             ("Image", ".status.image"),
         ]
     );

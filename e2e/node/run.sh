@@ -139,7 +139,7 @@ YAML
 
 [ "$(id -u)" = 0 ] || node_die "run as root (network namespaces, mounts, cgroups)"
 for tool in "$NODE_BIN/kubelet" "$NODE_BIN/kube-apiserver" "$NODE_BIN/etcd" "$NODE_BIN/ipfs" "$HELM" \
-  containerd runc buildah docker-registry nsenter unshare ip gcc prometheus; do
+  containerd runc buildah docker-registry nsenter unshare ip gcc "$NODE_BIN/prometheus"; do
   command -v "$tool" >/dev/null || node_die "$tool is missing: run bash e2e/deps.sh and bash e2e/chart/deps.sh"
 done
 for bin in ipfs-image-operator ipfs-image-agent; do
@@ -230,7 +230,7 @@ k -n "$ns" get servicemonitors -o json |
     >"$NODE_WORK/prometheus.yml"
 service_monitors=$(k -n "$ns" get servicemonitors -o name | wc -l)
 [ "$service_monitors" -ge 2 ] || node_die "the chart installed $service_monitors ServiceMonitors, want the operator's and the agent's"
-start_daemon prometheus prometheus --config.file="$NODE_WORK/prometheus.yml" \
+start_daemon prometheus "$NODE_BIN/prometheus" --config.file="$NODE_WORK/prometheus.yml" \
   --storage.tsdb.path="$NODE_WORK/prometheus" --web.listen-address=127.0.0.1:9390
 wait_for "Prometheus" 60 in_net curl -fsS "$prom_url/-/ready"
 step_ok

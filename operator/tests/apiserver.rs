@@ -210,6 +210,66 @@ fn the_operator_binary_with_the_chart_rbac_imports_and_unpins() {
     let layout_cid = parse_cid(status["layoutCid"].as_str().expect("layoutCid")).unwrap();
     assert!(block_on(kubo.is_pinned(&layout_cid)).unwrap());
 
+    // What a person reads: the printer columns in the Table the API server returns kubectl.
+    let size = status["summary"]["size"]
+        .as_str()
+        .expect("status.summary.size");
+    assert!(
+        size.ends_with("MiB") || size.ends_with("KiB"),
+        "{size} for {} bytes",
+        status["size"]
+    );
+    assert_eq!(
+        status["summary"]["nodes"], "0/0",
+        "no node pins, none asked"
+    );
+    let words = |text: &str, line: usize| -> Vec<String> {
+        text.lines()
+            .nth(line)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let table = api
+        .kubectl(&["get", "ipfsimg", "-n", "team-a", "first"])
+        .unwrap();
+    assert_eq!(
+        words(&table, 0),
+        ["NAME", "SOURCE", "CID", "PHASE", "SIZE", "NODES", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        words(&table, 1)[..6],
+        ["first", source.as_str(), cid, "Ready", size, "0/0"],
+        "{table}"
+    );
+    let wide = api
+        .kubectl(&["get", "ipfsimg", "-n", "team-a", "first", "-o", "wide"])
+        .unwrap();
+    assert_eq!(
+        words(&wide, 0),
+        [
+            "NAME",
+            "SOURCE",
+            "CID",
+            "PHASE",
+            "SIZE",
+            "NODES",
+            "AGE",
+            "PLATFORMS",
+            "CHECKED",
+            "IMAGE"
+        ],
+        "{wide}"
+    );
+    let row = words(&wide, 1);
+    assert!(
+        row[7].contains("linux/amd64"),
+        "the platforms column: {wide}"
+    );
+    assert_eq!(row[9], format!("localhost:5050/ipfs/{cid}"), "{wide}");
+
     // A second object with the same source holds the same CID: deleting the first keeps it.
     let second = write(dir.path(), "second.yaml", &manifest("second"));
     api.kubectl(&["apply", "-f", &second]).unwrap();

@@ -305,6 +305,85 @@ fn a_moved_tag_is_reimported_on_the_recheck_annotation() {
 }
 
 /// The holder of the operator's Lease as stored.
+#[test]
+fn a_spec_edit_that_needs_no_import_keeps_the_image_ready_while_the_registry_is_down() {
+    let mut world = ChartWorld::start().unwrap();
+    let op = start_operator(&world, "op-edit", &[]);
+    world
+        .apply("app", &image("app", json!({"source": world.busybox()})))
+        .unwrap();
+    let first = wait_phase(&world, &op, "app", "Ready");
+    let generation = first["metadata"]["generation"].as_i64().unwrap();
+
+    // The upstream goes away (when IPFS should help most), and the user edits what does not
+    // change the image: where it is prefetched, the re-check interval, the replicas wanted.
+    world.registry.stop();
+    world
+        .api
+        .kubectl(&[
+            "patch", "ipfsimg", "-n", NS, "app", "--type=merge", "-p",
+            r#"{"spec": {"recheckInterval": "2h", "minReplicas": 0, "prefetch": {"nodeSelector": {"pool": "gpu"}}}}"#,
+        ])
+        .unwrap();
+    let mut not_ready = Vec::new();
+    let mut last = None;
+    wait_until("the edit applied", STEP, || {
+        let o = get(&world.api, "app").unwrap();
+        if o["status"]["phase"] != "Ready" || condition(&o, "Ready")["status"] != "True" {
+            not_ready.push(o["status"].clone());
+        }
+        let done = o["status"]["observedGeneration"] == o["metadata"]["generation"];
+        last = Some(o);
+        Ok(done)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}
+{last:#?}
+{}",
+            op.log_text()
+        )
+    });
+    let edited = last.unwrap();
+    assert!(
+        not_ready.is_empty(),
+        "the image stayed Ready through the edit, seen: {not_ready:#?}"
+    );
+    assert_eq!(
+        edited["metadata"]["generation"].as_i64().unwrap(),
+        generation + 1
+    );
+    for field in ["cid", "layoutCid", "sourceDigest", "importedSpec"] {
+        assert_eq!(edited["status"][field], first["status"][field], "{field}");
+    }
+    for kind in ["Imported", "Pinned", "Ready"] {
+        let c = condition(&edited, kind);
+        assert_eq!(c["status"], "True", "{c}");
+        assert_eq!(c["observedGeneration"], generation + 1, "{c}");
+    }
+
+    // A change of what is imported does import again: with the registry down, not Ready.
+    world
+        .api
+        .kubectl(&[
+            "patch",
+            "ipfsimg",
+            "-n",
+            NS,
+            "app",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"platforms": ["linux/arm64"]}}"#,
+        ])
+        .unwrap();
+    let reimport = wait_phase(&world, &op, "app", "Importing");
+    assert_eq!(
+        condition(&reimport, "Ready")["reason"],
+        "RegistryUnavailable",
+        "{reimport:#}"
+    );
+}
+
 fn lease_holder(api: &KubeApi) -> Option<String> {
     let lease = get_json(api, "lease", RELEASE_NAMESPACE, "ipfs-image-operator").ok()??;
     lease["spec"]["holderIdentity"].as_str().map(str::to_owned)

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::names::{FIELD_MANAGER, FINALIZER, annotations};
 use ipfs_image_api::{
-    IpfsImage, IpfsImageStatus, Origin, Phase, Reason, StatusSummary, condition,
+    ImportedSpec, IpfsImage, IpfsImageStatus, Origin, Phase, Reason, StatusSummary, condition,
     ipfs_image_reference, is_condition_true, set_condition,
 };
 use ipfs_oci::Cid;
@@ -119,11 +119,19 @@ fn own_status(obj: &IpfsImage) -> IpfsImageStatus {
     obj.status.clone().unwrap_or_default()
 }
 
-/// The layout CID when the status describes the current generation as imported.
+/// The layout CID when the status says the image the spec asks for is imported: imported from
+/// the same source (or CID), platforms and eStargz setting. Other spec fields may have changed
+/// since; they need no new import.
 fn imported_layout(obj: &IpfsImage, status: &IpfsImageStatus) -> Option<Cid> {
-    if status.observed_generation != obj.metadata.generation
-        || !is_condition_true(&status.conditions, types::IMPORTED)
-    {
+    if !is_condition_true(&status.conditions, types::IMPORTED) {
+        return None;
+    }
+    let same_inputs = match &status.imported_spec {
+        Some(done) => *done == ImportedSpec::of(&obj.spec),
+        // Imported before the status recorded its inputs: only the same generation counts.
+        None => status.observed_generation == obj.metadata.generation,
+    };
+    if !same_inputs {
         return None;
     }
     status.layout_cid.as_deref().and_then(|c| parse_cid(c).ok())
@@ -178,13 +186,25 @@ fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus) {
     }
 }
 
-/// Update phase and Ready of a settled object from the node reports; writes only on change.
+/// Update phase and Ready of a settled object from the node reports, and adopt a new generation
+/// whose edit needs no import (the image stays Ready throughout); writes only on change.
 async fn settle<S: IpfsStore>(
     obj: &IpfsImage,
     ctx: &Context<S>,
     status: &IpfsImageStatus,
 ) -> Result<()> {
     let mut next = status.clone();
+    let generation = obj.metadata.generation;
+    if next.observed_generation != generation {
+        next.observed_generation = generation;
+        for c in next
+            .conditions
+            .iter_mut()
+            .filter(|c| c.type_ == types::IMPORTED || c.type_ == types::PINNED)
+        {
+            c.observed_generation = generation;
+        }
+    }
     set_ready(obj, &mut next);
     if next != *status {
         patch_status(obj, ctx, &next).await?;
@@ -317,6 +337,7 @@ async fn import<S: IpfsStore>(
     next.last_check_time = Some(Time(Timestamp::now()));
     next.size = Some(i64::try_from(image.total_size).unwrap_or(i64::MAX));
     next.platforms = image.platforms.iter().map(ToString::to_string).collect();
+    next.imported_spec = Some(ImportedSpec::of(&obj.spec));
     next.observed_generation = generation;
     let imported = format!(
         "imported {source} ({}) as {cid}: {} blobs, {} bytes",
@@ -397,6 +418,7 @@ async fn apply_cid<S: IpfsStore>(
     next.last_check_time = None;
     next.size = Some(i64::try_from(adopted.total_size).unwrap_or(i64::MAX));
     next.platforms = adopted.platforms;
+    next.imported_spec = Some(ImportedSpec::of(&obj.spec));
     next.observed_generation = generation;
     let message = format!(
         "fetched and verified {} blobs ({} bytes) of {cid}",
