@@ -6,6 +6,8 @@
         Kubernetes endpoints discovery in the monitors' namespaces, kept by the Service's labels
         and the endpoint's port name, the operator's standard target labels (namespace, service,
         pod, container, endpoint, job), then each endpoint's own relabelings.
+    prometheus.py wait-up --prometheus URL --jobs N [--timeout S]
+        Wait until N scrape jobs are up (so what follows is scraped from its start).
     prometheus.py check --prometheus URL --dashboard F --jobs N [--window 10m] [--timeout S]
         Wait until N scrape jobs are up, then run every query of every panel; fails, naming the
         panel, when a query returns no series.
@@ -89,18 +91,26 @@ def concrete(expr, window):
     return expr.replace("$__rate_interval", window).replace('node=~"$node"', 'node=~".*"')
 
 
-def check(args):
-    dashboard = json.load(open(args.dashboard))
-    deadline = time.monotonic() + args.timeout
-    while True:  # the targets: every ServiceMonitor's job scraped and up
-        up = api(args.prometheus, "query", query="up")["result"]
-        jobs = {r["metric"]["job"] for r in up if r["value"][1] == "1"}
+def wait_up(args, deadline):
+    """Until every ServiceMonitor's job is scraped and up."""
+    while True:
+        try:
+            up = api(args.prometheus, "query", query="up")["result"]
+        except OSError as e:  # not listening yet
+            up = [{"error": str(e)}]
+        jobs = {r["metric"]["job"] for r in up if r.get("value", [0, "0"])[1] == "1"}
         if len(jobs) >= args.jobs:
-            break
+            print(f"prometheus: jobs up: {', '.join(sorted(jobs))}")
+            return
         if time.monotonic() > deadline:
             sys.exit(f"FAIL: {len(jobs)} of {args.jobs} scrape jobs up: {up}")
         time.sleep(1)
-    print(f"prometheus: jobs up: {', '.join(sorted(jobs))}")
+
+
+def check(args):
+    dashboard = json.load(open(args.dashboard))
+    deadline = time.monotonic() + args.timeout
+    wait_up(args, deadline)
     while True:  # rates need two samples: poll until every query has series, or the deadline
         empty, report = [], []
         for _, p in panels(dashboard):
@@ -156,6 +166,9 @@ def render(args):
             handles, labels = ax.get_legend_handles_labels()
             if handles:
                 ax.legend(handles[:8], labels[:8], fontsize=7, loc="upper left")
+            if not any(len(line.get_xdata()) and any(y == y for y in line.get_ydata()) for line in ax.get_lines()):
+                ax.text(0.5, 0.5, "no data in this run (NaN: nothing to divide or no samples)",
+                        ha="center", va="center", transform=ax.transAxes, color="gray")
         for ax in list(axes.flat)[len(ps):]:
             ax.axis("off")
         fig.tight_layout()
@@ -170,6 +183,10 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("scrape-config")
     s.add_argument("--kubeconfig", required=True)
+    w = sub.add_parser("wait-up")
+    w.add_argument("--prometheus", required=True)
+    w.add_argument("--jobs", type=int, required=True)
+    w.add_argument("--timeout", type=float, default=120)
     c = sub.add_parser("check")
     c.add_argument("--prometheus", required=True)
     c.add_argument("--dashboard", required=True)
@@ -184,6 +201,8 @@ def main():
     args = ap.parse_args()
     if args.cmd == "scrape-config":
         print(scrape_config(json.load(sys.stdin), args.kubeconfig))
+    elif args.cmd == "wait-up":
+        wait_up(args, time.monotonic() + args.timeout)
     elif args.cmd == "check":
         check(args)
     else:

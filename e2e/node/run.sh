@@ -233,6 +233,9 @@ service_monitors=$(k -n "$ns" get servicemonitors -o name | wc -l)
 start_daemon prometheus "$NODE_BIN/prometheus" --config.file="$NODE_WORK/prometheus.yml" \
   --storage.tsdb.path="$NODE_WORK/prometheus" --web.listen-address=127.0.0.1:9390
 wait_for "Prometheus" 60 in_net curl -fsS "$prom_url/-/ready"
+# Both targets scraped before the steps that move the counters.
+in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" wait-up --prometheus "$prom_url" \
+  --jobs "$service_monitors" --timeout 120 >&2
 step_ok
 
 step "2: an IpfsImage becomes Ready with its CID"
@@ -347,7 +350,8 @@ in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" check --prometheus "$pro
   --dashboard "$NODE_WORK/dashboard.json" --jobs "$service_monitors" --window 10m --timeout 120 >&2
 if [ -n "${DASHBOARD_PNG:-}" ]; then
   mkdir -p "$DASHBOARD_PNG"
-  in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" render --prometheus "$prom_url" \
+  # Debian's python3 (e2e/deps.sh installs its matplotlib), not whatever python3 is first in PATH.
+  in_net /usr/bin/python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" render --prometheus "$prom_url" \
     --dashboard "$NODE_WORK/dashboard.json" --out "$(cd "$DASHBOARD_PNG" && pwd)" --minutes $(((SECONDS - started) / 60 + 1)) >&2
 fi
 step_ok

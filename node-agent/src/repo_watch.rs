@@ -11,17 +11,27 @@ use crate::metrics::Metrics;
 /// a dashboard needs no finer grain.
 const INTERVAL: Duration = Duration::from_secs(30);
 
+/// Until the first reading (the daemon may start after the agent), asked this often.
+const FIRST_READING_RETRY: Duration = Duration::from_secs(2);
+
 pub async fn run<S: IpfsStore>(ipfs: Arc<S>, metrics: Metrics) {
+    let mut read_once = false;
     loop {
         match ipfs.repo_stat().await {
             Ok(stat) => {
                 metrics.repo_size_bytes.set(saturating_i64(stat.repo_size));
                 metrics.repo_max_bytes.set(saturating_i64(stat.storage_max));
+                read_once = true;
             }
             // Readiness reports an unreachable daemon; the gauges keep their last reading.
             Err(e) => tracing::debug!(error = %e, "repo/stat"),
         }
-        tokio::time::sleep(INTERVAL).await;
+        tokio::time::sleep(if read_once {
+            INTERVAL
+        } else {
+            FIRST_READING_RETRY
+        })
+        .await;
     }
 }
 

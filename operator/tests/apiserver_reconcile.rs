@@ -384,6 +384,80 @@ fn a_spec_edit_that_needs_no_import_keeps_the_image_ready_while_the_registry_is_
     );
 }
 
+#[test]
+fn a_deleted_nodes_pin_report_stops_counting_and_is_dropped() {
+    let world = ChartWorld::start().unwrap();
+    let api = &world.api;
+    let op = start_operator(&world, "op-nodes", &[]);
+    for node in ["n1", "n2"] {
+        world
+            .apply(
+                node,
+                &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+                    .to_string(),
+            )
+            .unwrap();
+    }
+    world
+        .apply(
+            "app",
+            &image("app", json!({"source": world.busybox(), "minReplicas": 1})),
+        )
+        .unwrap();
+    let pinning = wait_phase(&world, &op, "app", "Pinning");
+    let cid = pinning["status"]["cid"].as_str().unwrap().to_owned();
+
+    // Each node's agent reports its pin, as agents do: server-side apply of its own entry.
+    for node in ["n1", "n2"] {
+        let report = json!({"apiVersion": "ipfsimage.dev/v1alpha1", "kind": "IpfsImage",
+            "metadata": {"name": "app", "namespace": NS},
+            "status": {"nodes": [{"node": node, "cid": cid, "pinned": node == "n1"}]}});
+        let file = testkit::kube_world::write_file(
+            world.dir.path(),
+            &format!("report-{node}.json"),
+            &report.to_string(),
+        )
+        .unwrap();
+        api.kubectl(&[
+            "apply",
+            "--server-side",
+            "--subresource=status",
+            &format!(
+                "--field-manager={}",
+                ipfs_image_api::names::agent_field_manager(node)
+            ),
+            "-f",
+            &file,
+        ])
+        .unwrap();
+    }
+    let ready = wait_phase(&world, &op, "app", "Ready");
+    assert_eq!(ready["status"]["summary"]["nodes"], "1/1", "{ready:#}");
+
+    // The node that held the pin is deleted (its agent with it): its report no longer counts,
+    // and leaves the status; the other node's entry stays.
+    api.kubectl(&["delete", "node", "n1"]).unwrap();
+    let mut last = None;
+    wait_until("n1's entry dropped", STEP, || {
+        last = get(api, "app");
+        let o = last.as_ref().unwrap();
+        let nodes: Vec<&str> = o["status"]["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["node"].as_str()).collect())
+            .unwrap_or_default();
+        Ok(nodes == ["n2"] && o["status"]["phase"] == "Pinning")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{last:#?}\n{}", op.log_text()));
+    let after = last.unwrap();
+    assert_eq!(after["status"]["summary"]["nodes"], "0/1", "{after:#}");
+    assert_eq!(
+        condition(&after, "Ready")["reason"],
+        "WaitingForReplicas",
+        "{after:#}"
+    );
+    assert_calls_granted(api, OPERATOR_SA, &OPERATOR_GRANTS);
+}
+
 fn lease_holder(api: &KubeApi) -> Option<String> {
     let lease = get_json(api, "lease", RELEASE_NAMESPACE, "ipfs-image-operator").ok()??;
     lease["spec"]["holderIdentity"].as_str().map(str::to_owned)

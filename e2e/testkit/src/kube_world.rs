@@ -215,6 +215,8 @@ pub const OPERATOR_GRANTS: Grants = Grants {
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
     ],
     release_namespace: &[
         ("", "pods", "patch"),

@@ -10,6 +10,7 @@ pub mod app;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod nodes;
 pub mod peer;
 pub mod reconcile;
 pub mod server;
@@ -114,6 +115,8 @@ pub struct Context<S = KuboClient> {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub config: Config,
+    /// Which Nodes exist (unknown unless `run` watches them).
+    pub nodes: nodes::ClusterNodes,
     /// Consecutive failures per object (`namespace/name`), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -131,6 +134,7 @@ impl<S: IpfsStore> Context<S> {
             recorder,
             metrics,
             config,
+            nodes: nodes::ClusterNodes::default(),
             failures: Mutex::default(),
         }
     }
@@ -188,7 +192,13 @@ pub async fn run<S>(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(relevant_change, PredicateConfig::default());
+    // A deleted Node's entries are dropped by the reconciles of the objects that hold one.
+    let deleted_nodes = ctx
+        .nodes
+        .watch(ctx.client.clone(), reader.clone(), Duration::from_secs(10))
+        .await;
     Controller::for_stream(stream, reader)
+        .reconcile_on(nodes::stream(deleted_nodes))
         .with_config(kube::runtime::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::error::{Error, Result, ipfs_read_error};
+use super::nodes::ClusterNodes;
 
 /// The Secret type and key of Docker config pull secrets.
 const DOCKERCONFIGJSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -149,12 +150,16 @@ async fn is_settled<S: IpfsStore>(
     }
 }
 
-/// Phase and Ready condition from the operator's pin and the node agents' reports.
-fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus) {
+/// Phase and Ready condition from the operator's pin and the node agents' reports (of Nodes
+/// that still exist).
+fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus, nodes: &ClusterNodes) {
     let generation = obj.metadata.generation;
     let cid = status.cid.clone().unwrap_or_default();
     let wanted = obj.spec.min_replicas() as usize;
-    let have = status.pinned_nodes(&cid).count();
+    let have = status
+        .pinned_nodes(&cid)
+        .filter(|n| nodes.exists(&n.node) != Some(false))
+        .count();
     status.summary = Some(StatusSummary::new(status.size, have, wanted));
     if have >= wanted {
         status.phase = Some(Phase::Ready);
@@ -205,11 +210,59 @@ async fn settle<S: IpfsStore>(
             c.observed_generation = generation;
         }
     }
-    set_ready(obj, &mut next);
+    set_ready(obj, &mut next, &ctx.nodes);
     if next != *status {
         patch_status(obj, ctx, &next).await?;
     }
-    Ok(())
+    drop_deleted_nodes(obj, ctx, status).await
+}
+
+/// Remove the entries of Nodes that no longer exist from `status.nodes`: their agents, which
+/// own them, went with the Node. A JSON patch that first tests each entry's node name, so an
+/// entry that an agent added or moved meanwhile is never the one removed (the patch then fails
+/// as a whole and the next reconcile tries again).
+async fn drop_deleted_nodes<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    status: &IpfsImageStatus,
+) -> Result<()> {
+    let gone: Vec<(usize, &str)> = status
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| ctx.nodes.exists(&n.node) == Some(false))
+        .map(|(i, n)| (i, n.node.as_str()))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut ops = Vec::new();
+    for (i, node) in gone.iter().rev() {
+        ops.push(json!({"op": "test", "path": format!("/status/nodes/{i}/node"), "value": node}));
+        ops.push(json!({"op": "remove", "path": format!("/status/nodes/{i}")}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(ops.into()).expect("valid JSON patch");
+    let api: Api<IpfsImage> = Api::namespaced(
+        ctx.client.clone(),
+        &obj.namespace().unwrap_or_else(|| "default".into()),
+    );
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) => {
+            let names: Vec<&str> = gone.iter().map(|(_, n)| *n).collect();
+            tracing::info!(object = %object_key(obj), nodes = ?names, "dropped the pin reports of deleted nodes");
+            Ok(())
+        }
+        // The list changed under us (an agent wrote): the next reconcile sees the new one.
+        Err(kube::Error::Api(e)) if e.code == 422 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn apply_source<S: IpfsStore>(
@@ -363,7 +416,7 @@ async fn import<S: IpfsStore>(
             generation,
         ),
     );
-    set_ready(obj, &mut next);
+    set_ready(obj, &mut next, &ctx.nodes);
     patch_status(obj, ctx, &next).await?;
     publish(
         ctx,
@@ -444,7 +497,7 @@ async fn apply_cid<S: IpfsStore>(
             generation,
         ),
     );
-    set_ready(obj, &mut next);
+    set_ready(obj, &mut next, &ctx.nodes);
     patch_status(obj, ctx, &next).await?;
     publish(
         ctx,
