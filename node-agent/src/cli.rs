@@ -128,6 +128,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub peer_interval: Duration,
 
+    /// How often to read the IPFS repository's size for the `ipfs_repo_*_bytes` gauges; `0s`
+    /// never asks.
+    #[arg(long, env = "AGENT_REPO_STAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub repo_stat_interval: Duration,
+
     /// Namespaces whose IpfsImages may answer original references (`docker.io/library/nginx:1`)
     /// on this node; objects elsewhere are served only as `ipfs/<CID>`. Repeat (or separate
     /// with commas) for several; `*` allows every namespace. Default: this Pod's namespace.

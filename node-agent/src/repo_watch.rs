@@ -7,14 +7,11 @@ use ipfs_oci::ipfs::IpfsStore;
 
 use crate::metrics::Metrics;
 
-/// How often `repo/stat --size-only` is asked (the size without counting objects, so cheap);
-/// a dashboard needs no finer grain.
-const INTERVAL: Duration = Duration::from_secs(30);
-
 /// Until the first reading (the daemon may start after the agent), asked this often.
 const FIRST_READING_RETRY: Duration = Duration::from_secs(2);
 
-pub async fn run<S: IpfsStore>(ipfs: Arc<S>, metrics: Metrics) {
+/// Ask `repo/stat --size-only` (the size without counting objects, so cheap) every `interval`.
+pub async fn run<S: IpfsStore>(ipfs: Arc<S>, metrics: Metrics, interval: Duration) {
     let mut read_once = false;
     loop {
         match ipfs.repo_stat().await {
@@ -27,9 +24,9 @@ pub async fn run<S: IpfsStore>(ipfs: Arc<S>, metrics: Metrics) {
             Err(e) => tracing::debug!(error = %e, "repo/stat"),
         }
         tokio::time::sleep(if read_once {
-            INTERVAL
+            interval
         } else {
-            FIRST_READING_RETRY
+            FIRST_READING_RETRY.min(interval)
         })
         .await;
     }

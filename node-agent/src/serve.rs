@@ -36,10 +36,13 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         }
     };
     let metrics = Metrics::new();
-    let _repo_watch = AbortOnDrop(tokio::spawn(crate::repo_watch::run(
-        ipfs.clone(),
-        metrics.clone(),
-    )));
+    let _repo_watch = (!args.repo_stat_interval.is_zero()).then(|| {
+        AbortOnDrop(tokio::spawn(crate::repo_watch::run(
+            ipfs.clone(),
+            metrics.clone(),
+            args.repo_stat_interval,
+        )))
+    });
     let catalog = Arc::new(Catalog::default());
     let kubernetes = args
         .kubernetes

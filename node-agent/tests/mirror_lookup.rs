@@ -86,8 +86,16 @@ fn many_candidates_for_one_repository_cost_one_resolve_timeout() {
         &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-agent")),
         &ipfs.url,
         Some(&catalog),
-        // RPC only: asking a stalled daemon for its gateway would count as a connection.
-        &["--resolve-timeout", "1s", "--ipfs-gateway", "rpc"],
+        // RPC only, and no repository gauges: asking a stalled daemon for its gateway or its
+        // size would count as a connection.
+        &[
+            "--resolve-timeout",
+            "1s",
+            "--ipfs-gateway",
+            "rpc",
+            "--repo-stat-interval",
+            "0s",
+        ],
     )
     .unwrap();
     assert_eq!(ipfs.connections(), 0, "nothing resolved before a request");
@@ -113,4 +121,27 @@ fn many_candidates_for_one_repository_cost_one_resolve_timeout() {
         assert_eq!(now - seen, 1, "{path}: one resolve, one IPFS request");
         seen = now;
     }
+    // Each fallback is counted with its cause, by registry; a repository nobody holds is a miss.
+    let fallbacks = |cause: &str| {
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_fallbacks_total",
+            &[("registry", "registry.test"), ("cause", cause)],
+        )
+    };
+    assert_eq!(fallbacks("ipfs_timeout"), 2.0, "{}", agent.metrics());
+    assert_eq!(fallbacks("miss"), 0.0);
+    let url = format!(
+        "http://{}/v2/other/manifests/1?ns=registry.test",
+        agent.addr
+    );
+    assert_eq!(http.head(&url).send().unwrap().status().as_u16(), 404);
+    assert_eq!(fallbacks("miss"), 1.0, "{}", agent.metrics());
+    assert_eq!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("registry", "registry.test"), ("result", "miss")]
+        ),
+        3.0,
+        "the hit/miss counter agrees"
+    );
 }

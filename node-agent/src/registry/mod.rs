@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ipfs_oci::digest::Digest;
 use ipfs_oci::ipfs::{ByteRange, IpfsError, IpfsStore, KuboClient};
-use ipfs_oci::resolve::{DagEntry, ImageDag};
+use ipfs_oci::resolve::{DagEntry, ImageDag, ResolveError};
 use ipfs_oci::verified_stream::verified;
 
 use crate::cache::{CacheError, DagCache};
@@ -366,7 +366,10 @@ fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
 /// Count an IPFS failure; returns the fallback cause it means for a mirror request.
 fn record_ipfs_failure(app: &AppState, e: &CacheError) -> FallbackCause {
     let (kind, cause) = match e {
-        CacheError::Timeout(_) => ("timeout", FallbackCause::IpfsTimeout),
+        CacheError::Timeout(_)
+        | CacheError::Resolve(ResolveError::Ipfs(IpfsError::Timeout { .. })) => {
+            ("timeout", FallbackCause::IpfsTimeout)
+        }
         CacheError::Resolve(r) if r.is_unavailable() => {
             ("unreachable", FallbackCause::IpfsUnreachable)
         }
