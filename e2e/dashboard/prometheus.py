@@ -153,6 +153,8 @@ def render(args):
             for t in p["targets"]:
                 data = api(args.prometheus, "query_range", query=concrete(t["expr"], f"{max(step * 4, 60)}s"),
                            start=start, end=end, step=step)["result"]
+                # The series that moved first, so the legend's few lines name them.
+                data.sort(key=lambda d: -max((abs(float(v[1])) for v in d["values"] if v[1] != "NaN"), default=0))
                 for series in data:
                     legend = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: series["metric"].get(m.group(1), ""),
                                     t.get("legendFormat") or t["expr"])
@@ -161,7 +163,7 @@ def render(args):
                     ax.plot(xs, ys, label=legend.strip() or "value")
             ax.set_title(p["title"], fontsize=11, loc="left")
             ax.set_ylabel(unit)
-            ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
             ax.grid(alpha=0.3)
             handles, labels = ax.get_legend_handles_labels()
             if handles:

@@ -348,6 +348,9 @@ step "6: a real Prometheus answers every query of the installed dashboard, after
 k -n "$ns" get configmap "$release-dashboard" -o jsonpath='{.data.ipfs-image\.json}' >"$NODE_WORK/dashboard.json"
 in_net python3 "$NODE_ROOT/e2e/dashboard/prometheus.py" check --prometheus "$prom_url" \
   --dashboard "$NODE_WORK/dashboard.json" --jobs "$service_monitors" --window 10m --timeout 120 >&2
+# What failed along the way, as the operator counted it (informational: retries are normal).
+in_net curl -fsS "$prom_url/api/v1/query" --data-urlencode 'query=sum by (reason) (ipfs_image_operator_reconcile_failures_total) > 0' |
+  python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print("reconcile failures so far:", {x["metric"]["reason"]: x["value"][1] for x in r} or "none")' >&2
 if [ -n "${DASHBOARD_PNG:-}" ]; then
   mkdir -p "$DASHBOARD_PNG"
   # Debian's python3 (e2e/deps.sh installs its matplotlib), not whatever python3 is first in PATH.

@@ -250,6 +250,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Create the hit, miss and fallback series of `registry` at zero (no-op when they exist).
+    pub fn register_mirrored(&self, registry: &str) {
+        for result in ["hit", "miss"] {
+            self.mirror.with_label_values(&[registry, result]);
+        }
+        for cause in FallbackCause::ALL {
+            self.mirror_fallbacks
+                .with_label_values(&[registry, cause.label()]);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus::TextEncoder::new()

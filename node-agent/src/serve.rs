@@ -99,7 +99,12 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
             let _ = watch.ready();
             Arc::new(watch)
         });
-        let app = health_router(ipfs.clone(), metrics.clone(), runtime);
+        let app = health_router(
+            ipfs.clone(),
+            metrics.clone(),
+            runtime,
+            state.catalog.clone(),
+        );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");
@@ -232,11 +237,19 @@ fn health_router(
     ipfs: Arc<KuboClient>,
     metrics: Metrics,
     runtime: Option<Arc<RuntimeWatch>>,
+    catalog: Arc<Catalog>,
 ) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State((_, m, _)): State<HealthState>| async move { m.render() }),
+            get(move |State((_, m, _)): State<HealthState>| async move {
+                // Zero series for every registry an image may be mirrored for, before its first
+                // request: a counter born at its first increment shows no rate for it.
+                for entry in catalog.snapshot().iter() {
+                    m.register_mirrored(&entry.registry);
+                }
+                m.render()
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(

@@ -99,6 +99,15 @@ fn many_candidates_for_one_repository_cost_one_resolve_timeout() {
     )
     .unwrap();
     assert_eq!(ipfs.connections(), 0, "nothing resolved before a request");
+    // The catalog's registry has its series before its first request (a counter born at its
+    // first increment shows no rate for it).
+    let before = agent.metrics();
+    for series in [
+        r#"ipfs_image_agent_mirror_requests_total{registry="registry.test",result="hit"} 0"#,
+        r#"ipfs_image_agent_mirror_fallbacks_total{cause="ipfs_timeout",registry="registry.test"} 0"#,
+    ] {
+        assert!(before.lines().any(|l| l == series), "{series}\n{before}");
+    }
 
     let http = testkit::http_client(Duration::from_secs(30));
     let mut seen = 0;
