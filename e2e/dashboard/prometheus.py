@@ -11,8 +11,9 @@
     prometheus.py check --prometheus URL --dashboard F --jobs N [--window 10m] [--timeout S]
         Wait until N scrape jobs are up, then run every query of every panel; fails, naming the
         panel, when a query returns no series.
-    prometheus.py render --prometheus URL --dashboard F --out DIR [--minutes M]
-        Draw each dashboard row's panels from the query_range API to DIR/<row>.png (matplotlib).
+    prometheus.py render --prometheus URL --dashboard F --out DIR [--minutes M] [--settle S]
+        Draw each dashboard row's panels from the query_range API to DIR/<row>.png (matplotlib),
+        after S more seconds of scrapes; rates over 2 minutes, so a short run's pulls show.
 """
 import argparse
 import json
@@ -137,8 +138,11 @@ def render(args):
     from datetime import datetime
 
     dashboard = json.load(open(args.dashboard))
+    # A demo run is short: let a few more scrapes in, so that each rate has points after the
+    # pulls it counts (this is for the pictures, not a check).
+    time.sleep(args.settle)
     end = time.time()
-    start = end - 60 * args.minutes
+    start = end - 60 * args.minutes - args.settle
     step = max(5, int(60 * args.minutes / 240))
     rows = {}
     for row, p in panels(dashboard):
@@ -151,7 +155,7 @@ def render(args):
         for ax, p in zip(axes.flat, ps):
             unit = p["fieldConfig"]["defaults"].get("unit", "")
             for t in p["targets"]:
-                data = api(args.prometheus, "query_range", query=concrete(t["expr"], f"{max(step * 4, 60)}s"),
+                data = api(args.prometheus, "query_range", query=concrete(t["expr"], f"{max(step * 4, 120)}s"),
                            start=start, end=end, step=step)["result"]
                 # The series that moved first, so the legend's few lines name them.
                 data.sort(key=lambda d: -max((abs(float(v[1])) for v in d["values"] if v[1] != "NaN"), default=0))
@@ -160,7 +164,7 @@ def render(args):
                                     t.get("legendFormat") or t["expr"])
                     xs = [datetime.fromtimestamp(float(v[0])) for v in series["values"]]
                     ys = [float(v[1]) for v in series["values"]]
-                    ax.plot(xs, ys, label=legend.strip() or "value")
+                    ax.plot(xs, ys, label=legend.strip() or "value", marker=".", markersize=3)
             ax.set_title(p["title"], fontsize=11, loc="left")
             ax.set_ylabel(unit)
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
@@ -200,6 +204,7 @@ def main():
     r.add_argument("--dashboard", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--minutes", type=float, default=15)
+    r.add_argument("--settle", type=float, default=45, help="seconds to wait before drawing")
     args = ap.parse_args()
     if args.cmd == "scrape-config":
         print(scrape_config(json.load(sys.stdin), args.kubeconfig))

@@ -203,6 +203,26 @@ fn bad_input_pull_secrets_and_registry_refusals_become_reasons() {
                 "{name}: {ready}"
             );
         }
+        // What `kubectl describe` shows says what to do about it.
+        let next = format!(
+            ". Next: {}",
+            ipfs_image_api::Reason::ALL
+                .into_iter()
+                .find(|r| r.as_str() == *reason)
+                .and_then(|r| r.next_step())
+                .unwrap()
+        );
+        assert!(
+            ready["message"].as_str().unwrap().ends_with(&next),
+            "{name}: {ready}"
+        );
+        let described = api
+            .kubectl(&["describe", "ipfsimg", "-n", NS, name])
+            .unwrap();
+        assert!(
+            described.contains("Next: ") && described.contains(reason),
+            "{name}: {described}"
+        );
         let events = event_reasons(api, name);
         assert!(
             events.contains(&("Warning".to_owned(), reason.to_string())),
