@@ -31,6 +31,7 @@ EXPECTED_RBAC = {
         (["ipfsimage.dev"], ["ipfsimages/status"], ["patch"]),
         ([""], ["secrets"], ["get"]),
         (["events.k8s.io"], ["events"], ["create", "patch"]),
+        ([""], ["nodes"], ["list", "watch"]),
     ]),
     ("operator", "Role"): triples([
         ([""], ["pods"], ["patch"]),
