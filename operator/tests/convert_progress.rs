@@ -25,13 +25,7 @@ fn convert_args(ipfs: &IpfsDaemon, image: &str) -> Vec<String> {
 
 /// The config and the layers of `repo:tag`: the blobs `convert` reports.
 fn blob_count(registry: &str, repo: &str, tag: &str) -> usize {
-    let manifest: serde_json::Value = testkit::http_client(std::time::Duration::from_secs(10))
-        .get(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let manifest = testkit::oci_manifest(registry, repo, tag);
     1 + manifest["layers"].as_array().unwrap().len()
 }
 

@@ -23,13 +23,7 @@ fn image(name: &str, source: &str) -> String {
 
 /// Sum of the config and layer sizes the registry's manifest of `repo:tag` declares.
 fn declared_size(registry: &str, repo: &str, tag: &str) -> u64 {
-    let manifest: Value = testkit::http_client(Duration::from_secs(10))
-        .get(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let manifest = testkit::oci_manifest(registry, repo, tag);
     let layers = manifest["layers"].as_array().unwrap();
     std::iter::once(&manifest["config"])
         .chain(layers)

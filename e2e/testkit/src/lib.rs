@@ -79,6 +79,17 @@ fn install_crypto_provider() {
 }
 
 /// A blocking HTTP client (plain HTTP and HTTPS) with `timeout`.
+/// The OCI image manifest a registry at `addr` (plain HTTP) serves for `repo:tag`.
+pub fn oci_manifest(addr: &str, repo: &str, tag: &str) -> serde_json::Value {
+    http_client(std::time::Duration::from_secs(10))
+        .get(format!("http://{addr}/v2/{repo}/manifests/{tag}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .unwrap_or_else(|e| panic!("manifest {repo}:{tag} from {addr}: {e}"))
+}
+
 pub fn http_client(timeout: std::time::Duration) -> reqwest::blocking::Client {
     install_crypto_provider();
     reqwest::blocking::Client::builder()

@@ -242,14 +242,7 @@ async fn drop_deleted_nodes<S: IpfsStore>(
         ops.push(json!({"op": "remove", "path": format!("/status/nodes/{i}")}));
     }
     let patch: json_patch::Patch = serde_json::from_value(ops.into()).expect("valid JSON patch");
-    let api: Api<IpfsImage> = Api::namespaced(
-        ctx.client.clone(),
-        &obj.namespace().unwrap_or_else(|| "default".into()),
-    );
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
+    let (api, params) = status_api(obj, ctx);
     match api
         .patch_status(&obj.name_any(), &params, &Patch::<()>::Json(patch))
         .await
@@ -808,13 +801,9 @@ async fn source_registry<S: IpfsStore>(
     ))
 }
 
-/// JSON merge patch of the status subresource, without `nodes`.
-async fn patch_status<S: IpfsStore>(
-    obj: &IpfsImage,
-    ctx: &Context<S>,
-    status: &IpfsImageStatus,
-) -> Result<()> {
-    let api: Api<IpfsImage> = Api::namespaced(
+/// The object's API and the operator's field manager, for writes of its status.
+fn status_api<S: IpfsStore>(obj: &IpfsImage, ctx: &Context<S>) -> (Api<IpfsImage>, PatchParams) {
+    let api = Api::namespaced(
         ctx.client.clone(),
         &obj.namespace().unwrap_or_else(|| "default".into()),
     );
@@ -822,6 +811,16 @@ async fn patch_status<S: IpfsStore>(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
+    (api, params)
+}
+
+/// JSON merge patch of the status subresource, without `nodes`.
+async fn patch_status<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    status: &IpfsImageStatus,
+) -> Result<()> {
+    let (api, params) = status_api(obj, ctx);
     api.patch_status(
         &obj.name_any(),
         &params,
