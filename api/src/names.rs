@@ -66,6 +66,15 @@ pub mod annotations {
     pub const RECHECK: &str = "ipfsimage.dev/recheck";
 }
 
+/// Prefix of the names the operator gives its layout pins in Kubo (`<prefix><object UID>`);
+/// pins without it are never the operator's to remove.
+pub const LAYOUT_PIN_PREFIX: &str = "ipfs-image-operator/";
+
+/// The pin name of the layouts the object with `uid` pins.
+pub fn layout_pin_name(uid: &str) -> String {
+    format!("{LAYOUT_PIN_PREFIX}{uid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

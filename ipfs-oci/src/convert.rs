@@ -48,6 +48,8 @@ pub struct ConvertOptions {
     pub max_image_size: Option<u64>,
     /// Told about each config and layer as it is stored (see [`crate::progress`]).
     pub progress: Option<ProgressSink>,
+    /// The name of the layout's pin (Kubo pin names): who holds it.
+    pub pin_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +124,9 @@ pub async fn convert<S: IpfsStore>(
         source,
         reference,
         options,
-        staging: Staging::open(ipfs, &key).await?,
+        staging: Staging::open(ipfs, &key)
+            .await?
+            .pin_as(options.pin_name.as_deref()),
         blobs: BTreeMap::new(),
         estargz: BTreeMap::new(),
         platforms: Vec::new(),

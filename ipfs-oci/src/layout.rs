@@ -30,6 +30,8 @@ const LAYOUT_MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct Staging<'a, S> {
     ipfs: &'a S,
     dir: String,
+    /// The name the layout's pin gets (see [`Staging::pin_as`]).
+    pin_name: String,
 }
 
 impl<'a, S: IpfsStore> Staging<'a, S> {
@@ -39,7 +41,17 @@ impl<'a, S: IpfsStore> Staging<'a, S> {
     pub async fn open(ipfs: &'a S, key: &str) -> Result<Self, IpfsError> {
         let dir = staging_dir(key);
         ipfs.files_mkdir(&format!("{dir}/held")).await?;
-        Ok(Self { ipfs, dir })
+        Ok(Self {
+            ipfs,
+            dir,
+            pin_name: String::new(),
+        })
+    }
+
+    /// Pin the layout under `name`, so that a pin whose owner is gone can be found later.
+    pub fn pin_as(mut self, name: Option<&str>) -> Self {
+        self.pin_name = name.unwrap_or_default().to_owned();
+        self
     }
 
     /// A key no other import uses (for one-shot imports, which do not resume).
@@ -112,7 +124,7 @@ impl<'a, S: IpfsStore> Staging<'a, S> {
                 detail: format!("{layout} vanished while it was built"),
             })?;
         // Pin while the staging area still holds everything; only then let it go.
-        self.ipfs.pin_add(&cid).await?;
+        self.ipfs.pin_add_named(&cid, &self.pin_name).await?;
         self.ipfs.files_rm(&self.dir).await?;
         Ok(cid)
     }

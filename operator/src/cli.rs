@@ -140,6 +140,11 @@ pub struct RunArgs {
     )]
     pub refused_networks: Vec<ipfs_oci::address::Network>,
 
+    /// How often layout pins the operator made whose image no IpfsImage holds any more (a
+    /// status write that failed, a finalizer removed by hand) are removed; `0s` never.
+    #[arg(long, env = "ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub orphan_sweep_interval: Duration,
+
     /// Address of the HTTP server with /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     pub metrics_listen: SocketAddr,

@@ -44,6 +44,8 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         staging_key: None,
         max_image_size: None,
         progress: Some(progress.clone()),
+        // A user's pin: nothing the operator would ever sweep.
+        pin_name: None,
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
     progress.finished();

@@ -478,6 +478,100 @@ fn a_deleted_nodes_pin_report_stops_counting_and_is_dropped() {
     assert_calls_granted(api, OPERATOR_SA, &OPERATOR_GRANTS);
 }
 
+#[test]
+fn a_layout_pin_no_object_holds_is_swept_and_other_pins_stay() {
+    let world = ChartWorld::start().unwrap();
+    let api = &world.api;
+    let kubo = KuboClient::new(&world.ipfs.api_url, KuboOptions::default()).unwrap();
+    push_layout(
+        &world.layout,
+        TestImage::ARM64,
+        &world.registry,
+        "test/busybox:arm",
+        PushFormat::Oci,
+    )
+    .unwrap();
+    let sweep = ["--orphan-sweep-interval", "1s"];
+    let mut op = start_operator(&world, "op-sweep", &sweep);
+    world
+        .apply("kept", &image("kept", json!({"source": world.busybox()})))
+        .unwrap();
+    let gone_source = format!("{}/test/busybox:arm", world.registry.addr);
+    world
+        .apply("gone", &image("gone", json!({"source": gone_source})))
+        .unwrap();
+    let kept = wait_phase(&world, &op, "kept", "Ready");
+    let gone = wait_phase(&world, &op, "gone", "Ready");
+    let layout = |o: &Value| parse_cid(o["status"]["layoutCid"].as_str().unwrap()).unwrap();
+    let (kept_layout, gone_layout) = (layout(&kept), layout(&gone));
+    assert_ne!(kept_layout, gone_layout);
+    // Each layout pin is named after its object.
+    let pins = block_on(kubo.recursive_pins()).unwrap();
+    let name_of = |cid: &ipfs_oci::Cid| {
+        pins.iter()
+            .find(|(c, _)| c == cid)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        name_of(&kept_layout),
+        format!(
+            "ipfs-image-operator/{}",
+            kept["metadata"]["uid"].as_str().unwrap()
+        )
+    );
+
+    // A user's own pins on the same daemon: unnamed, and named otherwise.
+    let user_blob = |text: &'static str| {
+        let stream: ipfs_oci::ipfs::ByteStream = Box::pin(futures::stream::once(async move {
+            Ok(bytes::Bytes::from_static(text.as_bytes()))
+        }));
+        block_on(kubo.add(stream)).unwrap().cid
+    };
+    let (unnamed, named) = (user_blob("a user's pin"), user_blob("another user's pin"));
+    block_on(kubo.pin_add(&unnamed)).unwrap();
+    block_on(kubo.pin_add_named(&named, "backup/2026-12")).unwrap();
+
+    // The operator stops; an administrator removes `gone`'s finalizer by hand, so nothing
+    // releases its pin: an orphan.
+    op.daemon.kill();
+    api.kubectl(&["delete", "ipfsimg", "-n", NS, "gone", "--wait=false"])
+        .unwrap();
+    api.kubectl(&[
+        "patch",
+        "ipfsimg",
+        "-n",
+        NS,
+        "gone",
+        "--type=merge",
+        "-p",
+        r#"{"metadata": {"finalizers": null}}"#,
+    ])
+    .unwrap();
+    wait_until("gone deleted", STEP, || Ok(get(api, "gone").is_none())).unwrap();
+    assert!(block_on(kubo.is_pinned(&gone_layout)).unwrap());
+
+    let op = start_operator(&world, "op-sweep-2", &sweep);
+    wait_until("the orphan unpinned", STEP, || {
+        Ok(!block_on(kubo.is_pinned(&gone_layout))?)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", op.log_text()));
+    for (what, cid) in [
+        ("kept's layout", kept_layout),
+        ("a user's unnamed pin", unnamed),
+        ("a user's named pin", named),
+    ] {
+        assert!(
+            block_on(kubo.is_pinned(&cid)).unwrap(),
+            "{what} stays pinned"
+        );
+    }
+    assert!(
+        op.log_text()
+            .contains("unpinned a layout no IpfsImage holds")
+    );
+}
+
 fn lease_holder(api: &KubeApi) -> Option<String> {
     let lease = get_json(api, "lease", RELEASE_NAMESPACE, "ipfs-image-operator").ok()??;
     lease["spec"]["holderIdentity"].as_str().map(str::to_owned)

@@ -593,18 +593,45 @@ impl IpfsStore for KuboClient {
     }
 
     async fn pin_add(&self, cid: &Cid) -> Result<(), IpfsError> {
+        self.pin_add_named(cid, "").await
+    }
+
+    async fn pin_add_named(&self, cid: &Cid, name: &str) -> Result<(), IpfsError> {
+        let mut query = vec![
+            arg(cid),
+            ("recursive", "true".into()),
+            ("progress", "false".into()),
+        ];
+        if !name.is_empty() {
+            query.push(("name", name.to_owned()));
+        }
         let _: Value = self
-            .call_json(
-                "pin/add",
-                &[
-                    arg(cid),
-                    ("recursive", "true".into()),
-                    ("progress", "false".into()),
-                ],
-                self.options.pin_timeout,
-            )
+            .call_json("pin/add", &query, self.options.pin_timeout)
             .await?;
         Ok(())
+    }
+
+    async fn recursive_pins(&self) -> Result<Vec<(Cid, String)>, IpfsError> {
+        const ENDPOINT: &str = "pin/ls";
+        let query = [("type", "recursive".to_owned()), ("names", "true".into())];
+        let v: Value = self
+            .call_json(ENDPOINT, &query, self.options.call_timeout)
+            .await?;
+        // {"Keys":{"<cid>":{"Type":"recursive","Name":"…"}}}
+        let keys = v
+            .get("Keys")
+            .and_then(Value::as_object)
+            .ok_or_else(|| IpfsError::Decode {
+                endpoint: ENDPOINT,
+                detail: format!("no Keys in {v}"),
+            })?;
+        Ok(keys
+            .iter()
+            .filter_map(|(k, pin)| {
+                let name = pin.get("Name").and_then(Value::as_str).unwrap_or_default();
+                parse_cid(k).ok().map(|c| (c, name.to_owned()))
+            })
+            .collect())
     }
 
     async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {

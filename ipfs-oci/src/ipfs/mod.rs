@@ -121,6 +121,15 @@ pub trait IpfsStore: Send + Sync {
     fn block_size(&self, cid: &Cid) -> impl Future<Output = Result<u64, IpfsError>> + Send;
 
     fn pin_add(&self, cid: &Cid) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    /// Pin `cid` recursively with a name (Kubo's pin names), which tells its owner later. A CID
+    /// pinned already keeps the name it has.
+    fn pin_add_named(
+        &self,
+        cid: &Cid,
+        name: &str,
+    ) -> impl Future<Output = Result<(), IpfsError>> + Send;
+    /// Every recursive pin, with its name (empty when it has none).
+    fn recursive_pins(&self) -> impl Future<Output = Result<Vec<(Cid, String)>, IpfsError>> + Send;
     fn pin_rm(&self, cid: &Cid) -> impl Future<Output = Result<(), IpfsError>> + Send;
     /// Whether `cid` is pinned recursively.
     fn is_pinned(&self, cid: &Cid) -> impl Future<Output = Result<bool, IpfsError>> + Send;

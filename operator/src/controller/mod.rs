@@ -11,6 +11,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
+pub mod orphans;
 pub mod peer;
 pub mod reconcile;
 pub mod server;
@@ -61,6 +62,9 @@ pub struct Config {
     /// Networks (besides loopback and link-local) a registry's auth realm or redirect may not
     /// point at: the cluster's own pod and service ranges.
     pub refused_networks: Vec<ipfs_oci::address::Network>,
+    /// How often pins the operator made, whose image no object holds any more, are removed
+    /// (`None`: never).
+    pub orphan_sweep_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             max_image_size: Some(20 << 30),
             import_timeout: Some(Duration::from_secs(3600)),
             refused_networks: Vec::new(),
+            orphan_sweep_interval: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Context<S = KuboClient> {
     pub config: Config,
     /// Which Nodes exist (unknown unless `run` watches them).
     pub nodes: nodes::ClusterNodes,
+    /// Held (shared) by every reconcile, and exclusively by the orphan-pin sweep.
+    pub pins: tokio::sync::RwLock<()>,
     /// Consecutive failures per object (`namespace/name`), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -135,6 +142,7 @@ impl<S: IpfsStore> Context<S> {
             metrics,
             config,
             nodes: nodes::ClusterNodes::default(),
+            pins: tokio::sync::RwLock::new(()),
             failures: Mutex::default(),
         }
     }
@@ -197,6 +205,13 @@ pub async fn run<S>(
         .nodes
         .watch(ctx.client.clone(), reader.clone(), Duration::from_secs(10))
         .await;
+    let _sweep = ctx.config.orphan_sweep_interval.map(|every| {
+        orphans::AbortOnDrop(tokio::spawn(orphans::run(
+            ctx.clone(),
+            reader.clone(),
+            every,
+        )))
+    });
     Controller::for_stream(stream, reader)
         .reconcile_on(nodes::stream(deleted_nodes))
         .with_config(kube::runtime::Config::default().concurrency(concurrency))

@@ -48,6 +48,9 @@ pub async fn reconcile<S: IpfsStore + 'static>(
     ctx: Arc<Context<S>>,
 ) -> Result<Action> {
     ctx.metrics.reconciles.inc();
+    // The orphan sweep waits for reconciles to finish: a pin made here before its status write
+    // is never taken for an orphan.
+    let _pins = ctx.pins.read().await;
     ctx.metrics.in_flight.inc();
     let key = object_key(&obj);
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
@@ -353,6 +356,7 @@ async fn import<S: IpfsStore>(
         staging_key: Some(staging_key(obj)),
         max_image_size: ctx.config.max_image_size,
         progress: None,
+        pin_name: Some(layout_pin_name(obj)),
     };
     let converting = convert(&ctx.ipfs, &registry, reference, &options);
     // A registry that never finishes must not hold a reconcile slot forever.
@@ -449,7 +453,7 @@ async fn apply_cid<S: IpfsStore>(
     mark_importing(obj, ctx, &status, format!("fetching and verifying {cid}")).await?;
 
     let started = Instant::now();
-    let adopted = adopt(&ctx.ipfs, &root).await?;
+    let adopted = adopt(&ctx.ipfs, &root, Some(&layout_pin_name(obj))).await?;
     ctx.metrics
         .observe_import(started.elapsed(), adopted.total_size);
 
@@ -519,7 +523,7 @@ pub struct Adopted {
 /// Fetch and verify every blob of the image at `root` once, lay them out as an OCI image
 /// layout directory (the same one `convert` makes, so the same image gets the same layout
 /// CID) and pin it.
-pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid) -> Result<Adopted> {
+pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid, pin_name: Option<&str>) -> Result<Adopted> {
     let dag = resolve(ipfs, root).await?;
     let root_bytes = ipfs
         .cat_to_vec(root, 64 * 1024)
@@ -561,6 +565,7 @@ pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid) -> Result<Adopted> {
     let key = Staging::<S>::fresh_key();
     let layout_cid = match Staging::open(ipfs, &key)
         .await?
+        .pin_as(pin_name)
         .commit_layout(&dag.root, blobs)
         .await
     {
@@ -692,6 +697,12 @@ async fn cleanup<S: IpfsStore>(obj: Arc<IpfsImage>, ctx: &Context<S>) -> Result<
 }
 
 /// The staging area of `obj`'s imports: its UID (a new object of the same name starts afresh).
+/// The name of the layout pins this object makes: its UID, so that the orphan sweep can tell
+/// our pins from anyone else's on the daemon.
+fn layout_pin_name(obj: &IpfsImage) -> String {
+    ipfs_image_api::names::layout_pin_name(obj.metadata.uid.as_deref().unwrap_or_default())
+}
+
 fn staging_key(obj: &IpfsImage) -> String {
     obj.uid()
         .unwrap_or_else(|| object_key(obj).replace('/', "_"))

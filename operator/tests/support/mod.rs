@@ -360,6 +360,13 @@ impl IpfsStore for Counting {
         self.pin_adds.fetch_add(1, Ordering::SeqCst);
         self.inner.pin_add(cid).await
     }
+    async fn pin_add_named(&self, cid: &Cid, name: &str) -> Result<(), IpfsError> {
+        self.pin_adds.fetch_add(1, Ordering::SeqCst);
+        self.inner.pin_add_named(cid, name).await
+    }
+    async fn recursive_pins(&self) -> Result<Vec<(Cid, String)>, IpfsError> {
+        self.inner.recursive_pins().await
+    }
     async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {
         self.pin_rms.fetch_add(1, Ordering::SeqCst);
         self.inner.pin_rm(cid).await
