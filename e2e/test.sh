@@ -19,9 +19,12 @@ echo "deps: building the Go tools in the background (cached after the first run)
 go_tools_pid=$!
 # Helm (the API-server tests render the chart's RBAC with it) and the chart checks' validators.
 bash e2e/chart/deps.sh
+# The operator's crash tests kill it at named fault points, compiled in only with this feature
+# (operator/tests/data_safety.rs); the release binaries below are built without it.
+features=(--features ipfs-image-operator/failpoints)
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
-cargo build --workspace --all-targets
+cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+cargo build --workspace --all-targets "${features[@]}"
 # The images of the real-node test are made from the release binaries.
 cargo build --release --locked -p ipfs-image-operator -p ipfs-image-agent
 echo "deps: waiting for the Go tools…" >&2
@@ -30,14 +33,14 @@ wait "$go_tools_pid" || go_tools_status=$?
 go_tools_pid=
 [ "$go_tools_status" = 0 ] || { echo "deps: building the Go tools failed" >&2; exit 1; }
 status=0
-cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$logs/cargo.log" || status=1
+cargo test --workspace --all-targets "${features[@]}" --no-fail-fast 2>&1 | tee "$logs/cargo.log" || status=1
 bash e2e/chart/test.sh 2>&1 | tee "$logs/chart.log" || status=1
 # The real path on a real node: helm install → IpfsImage → Pods from IPFS (e2e/node/run.sh).
 bash e2e/node/run.sh 2>&1 | tee "$logs/node.log" || status=1
 # Everything that runs containerd, again on containerd 2.x (the tests above ran Debian's 1.6).
 echo "containerd 2.x run: $(e2e/.deps/bin/containerd2 --version) (the run above: $(containerd --version))"
 # (--workspace: the same feature set as above, so cargo reuses the test binaries it built.)
-TESTKIT_CONTAINERD=2 cargo test --workspace --test containerd_pull --test estargz \
+TESTKIT_CONTAINERD=2 cargo test --workspace "${features[@]}" --test containerd_pull --test estargz \
   --test gc_safety --test multinode --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
 NODE_CONTAINERD=2 bash e2e/node/run.sh 2>&1 | tee "$logs/node-containerd2.log" || status=1
 

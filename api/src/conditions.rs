@@ -42,6 +42,8 @@ pub enum Reason {
     RegistryUnavailable,
     /// The operator's IPFS daemon could not be reached or failed; retried with backoff.
     IpfsUnavailable,
+    /// The operator's IPFS daemon has no space left for the image; retried with backoff.
+    IpfsStorageFull,
     /// The content of `spec.cid` could not be fetched from the IPFS network in time.
     ContentUnavailable,
     /// A manifest or index is larger than the 4 MiB limit registries also enforce.
@@ -84,7 +86,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidReference,
         Reason::SecretNotFound,
         Reason::SecretInvalid,
@@ -93,6 +95,7 @@ impl Reason {
         Reason::RegistryNotFound,
         Reason::RegistryUnavailable,
         Reason::IpfsUnavailable,
+        Reason::IpfsStorageFull,
         Reason::ContentUnavailable,
         Reason::ManifestTooLarge,
         Reason::DagTooDeep,
@@ -123,6 +126,7 @@ impl Reason {
             Reason::RegistryNotFound => "RegistryNotFound",
             Reason::RegistryUnavailable => "RegistryUnavailable",
             Reason::IpfsUnavailable => "IpfsUnavailable",
+            Reason::IpfsStorageFull => "IpfsStorageFull",
             Reason::ContentUnavailable => "ContentUnavailable",
             Reason::ManifestTooLarge => "ManifestTooLarge",
             Reason::DagTooDeep => "DagTooDeep",
@@ -168,6 +172,9 @@ impl Reason {
             }
             Reason::IpfsUnavailable => {
                 "retried with backoff; check the operator Pod's kubo container (kubectl logs <pod> -c kubo)"
+            }
+            Reason::IpfsStorageFull => {
+                "retried with backoff; give the operator's Kubo more room (chart operator.persistence.size, operator.kubo.storageMax) or delete IpfsImages no longer needed"
             }
             Reason::ContentUnavailable => {
                 "retried with backoff; a peer that holds the CID must be reachable from the operator's Kubo"
@@ -221,6 +228,7 @@ impl Reason {
                 | Reason::RegistryNotFound
                 | Reason::RegistryUnavailable
                 | Reason::IpfsUnavailable
+                | Reason::IpfsStorageFull
                 | Reason::ContentUnavailable
                 | Reason::ManifestTooLarge
                 | Reason::DagTooDeep

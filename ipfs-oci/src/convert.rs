@@ -126,7 +126,9 @@ pub async fn convert<S: IpfsStore>(
         options,
         staging: Staging::open(ipfs, &key)
             .await?
-            .pin_as(options.pin_name.as_deref()),
+            .pin_as(options.pin_name.as_deref())
+            .reusing_pinned_layouts()
+            .await,
         blobs: BTreeMap::new(),
         estargz: BTreeMap::new(),
         platforms: Vec::new(),
@@ -338,6 +340,7 @@ impl<S: IpfsStore> Job<'_, S> {
         }
         tracing::info!(%digest, size, cid = %to_base32(&added.cid), elapsed_ms = started.elapsed().as_millis() as u64, "stored blob");
         self.blobs.insert(digest, (added.cid, size));
+        crate::fault::point("convert::blob_stored");
         Ok(added.cid)
     }
 

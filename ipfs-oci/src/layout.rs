@@ -7,7 +7,10 @@
 //! in the same step as the add), builds the layout there from links to those files, pins it, and
 //! only then removes the staging directory. An import that stops half-way (an error, a crash, a
 //! restart) leaves its staging directory in place: the next attempt with the same key finds the
-//! blobs it already holds and does not fetch them again.
+//! blobs it already holds and does not fetch them again. Neither does an import whose owner
+//! already holds a pinned layout under the same pin name (a crash after the pin but before its
+//! owner recorded it, or a moved tag whose new image shares layers with the old one): the blobs
+//! of those layouts count as held too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +35,8 @@ pub struct Staging<'a, S> {
     dir: String,
     /// The name the layout's pin gets (see [`Staging::pin_as`]).
     pin_name: String,
+    /// MFS copies of the layouts already pinned under `pin_name`, whose blobs count as held.
+    reused: Vec<String>,
 }
 
 impl<'a, S: IpfsStore> Staging<'a, S> {
@@ -45,12 +50,56 @@ impl<'a, S: IpfsStore> Staging<'a, S> {
             ipfs,
             dir,
             pin_name: String::new(),
+            reused: Vec::new(),
         })
     }
 
     /// Pin the layout under `name`, so that a pin whose owner is gone can be found later.
     pub fn pin_as(mut self, name: Option<&str>) -> Self {
         self.pin_name = name.unwrap_or_default().to_owned();
+        self
+    }
+
+    /// Count the blobs of every layout already pinned under this staging area's pin name as
+    /// held. Best effort: a daemon that cannot list pin names only costs the downloads.
+    pub async fn reusing_pinned_layouts(mut self) -> Self {
+        if self.pin_name.is_empty() {
+            return self;
+        }
+        let pins = match self.ipfs.recursive_pins().await {
+            Ok(pins) => pins,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list pins; blobs of earlier layouts are fetched again");
+                return self;
+            }
+        };
+        let mine: Vec<Cid> = pins
+            .into_iter()
+            .filter(|(_, name)| *name == self.pin_name)
+            .map(|(cid, _)| cid)
+            .collect();
+        if mine.is_empty() {
+            return self;
+        }
+        let reused_root = format!("{}/reused", self.dir);
+        // Copies an earlier attempt made may name layouts unpinned since.
+        if self.ipfs.files_rm(&reused_root).await.is_err()
+            || self.ipfs.files_mkdir(&reused_root).await.is_err()
+        {
+            return self;
+        }
+        for cid in &mine {
+            let path = format!("{reused_root}/{cid}");
+            match self.ipfs.files_cp(cid, &path).await {
+                Ok(()) => {
+                    tracing::info!(layout = %cid, pin = %self.pin_name, "reusing the blobs of a layout pinned earlier");
+                    self.reused.push(path);
+                }
+                Err(e) => {
+                    tracing::debug!(layout = %cid, error = %e, "cannot reuse a pinned layout")
+                }
+            }
+        }
         self
     }
 
@@ -70,7 +119,20 @@ impl<'a, S: IpfsStore> Staging<'a, S> {
 
     /// The CID and size of the file held as `name`, if an earlier add of this import finished.
     pub async fn held(&self, name: &str) -> Result<Option<(Cid, u64)>, IpfsError> {
-        self.ipfs.files_stat(&self.held_path(name)).await
+        if let Some(found) = self.ipfs.files_stat(&self.held_path(name)).await? {
+            return Ok(Some(found));
+        }
+        // A pinned layout names its blobs `blobs/sha256/<hex>`, as imports name held blobs.
+        for layout in &self.reused {
+            if let Some(found) = self
+                .ipfs
+                .files_stat(&format!("{layout}/blobs/sha256/{name}"))
+                .await?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     /// Add a file, held as `name` (replacing whatever was held under that name).
@@ -123,8 +185,10 @@ impl<'a, S: IpfsStore> Staging<'a, S> {
                 endpoint: "files/stat",
                 detail: format!("{layout} vanished while it was built"),
             })?;
+        crate::fault::point("layout::built");
         // Pin while the staging area still holds everything; only then let it go.
         self.ipfs.pin_add_named(&cid, &self.pin_name).await?;
+        crate::fault::point("layout::pinned");
         self.ipfs.files_rm(&self.dir).await?;
         Ok(cid)
     }

@@ -6,6 +6,7 @@ pub mod content_id;
 pub mod convert;
 pub mod digest;
 pub mod estargz;
+pub mod fault;
 pub mod format;
 pub mod ipfs;
 pub mod layout;

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     telemetry::init(cli.log_format);
     ipfs_oci::install_crypto_provider();
+    ipfs_oci::fault::setup();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

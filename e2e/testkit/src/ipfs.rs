@@ -249,6 +249,13 @@ impl IpfsDaemon {
     pub fn keep_repo(&mut self) -> Option<tempfile::TempDir> {
         self._dir.take()
     }
+
+    /// Remove `dir` (a repo's temporary directory) when this daemon is dropped.
+    pub fn adopt_repo_dir(&mut self, dir: Option<tempfile::TempDir>) {
+        if dir.is_some() {
+            self._dir = dir;
+        }
+    }
 }
 
 fn base_command(repo: &Path) -> Command {

@@ -136,6 +136,19 @@ impl ChartWorld {
         format!("{}/test/busybox:1", self.registry.addr)
     }
 
+    /// Kill the operator's Kubo (SIGKILL) and start it again on the same repo and ports, or on
+    /// the repo at `repo` when given (a fresh one there if it is new).
+    pub fn restart_ipfs(&mut self, repo: Option<&Path>) -> Result<()> {
+        let net = self.ipfs.net();
+        self.ipfs.kill();
+        let kept = self.ipfs.keep_repo();
+        let repo = repo.map_or_else(|| self.ipfs.repo.clone(), Path::to_path_buf);
+        let mut next = IpfsDaemon::start_in_with(&repo, net)?;
+        next.adopt_repo_dir(kept);
+        self.ipfs = next;
+        Ok(())
+    }
+
     /// Apply a manifest as the admin.
     pub fn apply(&self, name: &str, yaml: &str) -> Result<()> {
         let file = write_file(self.dir.path(), &format!("{name}.yaml"), yaml)?;
@@ -160,6 +173,18 @@ impl OperatorProcess {
         world: &ChartWorld,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::start_with_env(bin, kubeconfig, pod, world, extra, &[])
+    }
+
+    /// [`OperatorProcess::start`] with more environment (`FAILPOINTS` for the crash tests).
+    pub fn start_with_env(
+        bin: &Path,
+        kubeconfig: &Path,
+        pod: &str,
+        world: &ChartWorld,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let metrics = format!("127.0.0.1:{}", free_port());
         let log = world.dir.path().join(format!("{pod}.log"));
         let mut cmd = Command::new(bin);
@@ -171,7 +196,8 @@ impl OperatorProcess {
             .args(["--plain-http-registry", &world.registry.addr])
             .args(["--error-backoff", "1s", "--max-backoff", "5s"])
             .args(["--publish-peer", "false"])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         let daemon = Daemon::spawn("ipfs-image-operator", cmd, &log)?;
         Ok(Self {
             metrics,

@@ -15,6 +15,7 @@ mod podman;
 mod process;
 mod proxy;
 mod registry;
+mod tmpfs;
 
 pub use agent::{Agent, sum_metric};
 pub use containerd::{Containerd, ContainerdLine};
@@ -29,6 +30,7 @@ pub use podman::Podman;
 pub use process::{Daemon, free_port, wait_until, wait_until_async};
 pub use proxy::{Answer, HttpProxy};
 pub use registry::Registry;
+pub use tmpfs::Tmpfs;
 
 use std::path::PathBuf;
 

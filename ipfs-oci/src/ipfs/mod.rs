@@ -59,6 +59,18 @@ impl IpfsError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Timeout { .. } | Self::Unreachable { .. })
     }
+
+    /// True when the daemon failed for want of disk space: Kubo passes the write's `ENOSPC`
+    /// through as text, in the error answer or in the stream's trailing error.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            Self::Api { message, .. }
+            | Self::Decode {
+                detail: message, ..
+            } => message.contains("no space left on device"),
+            _ => false,
+        }
+    }
 }
 
 /// What `add` reports for one file.

@@ -57,7 +57,10 @@ impl Error {
         matches!(
             self.reason(),
             None | Some(
-                Reason::RegistryUnavailable | Reason::IpfsUnavailable | Reason::ContentUnavailable
+                Reason::RegistryUnavailable
+                    | Reason::IpfsUnavailable
+                    | Reason::IpfsStorageFull
+                    | Reason::ContentUnavailable
             )
         )
     }
@@ -79,6 +82,12 @@ impl From<kube::Error> for Error {
 
 impl From<IpfsError> for Error {
     fn from(e: IpfsError) -> Self {
+        if e.is_out_of_space() {
+            return Self::image(
+                Reason::IpfsStorageFull,
+                format!("the operator's IPFS daemon has no space left: {e}"),
+            );
+        }
         Self::image(
             Reason::IpfsUnavailable,
             format!("the operator's IPFS daemon failed: {e}"),

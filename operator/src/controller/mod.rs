@@ -124,6 +124,9 @@ pub struct Context<S = KuboClient> {
     pub nodes: nodes::ClusterNodes,
     /// Held (shared) by every reconcile, and exclusively by the orphan-pin sweep.
     pub pins: tokio::sync::RwLock<()>,
+    /// Held while deciding who holds a layout: by a delete's list-and-unpin, and by an
+    /// import's pin check and status write.
+    pub holders: tokio::sync::Mutex<()>,
     /// Consecutive failures per object (`namespace/name`), for the exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -143,6 +146,7 @@ impl<S: IpfsStore> Context<S> {
             config,
             nodes: nodes::ClusterNodes::default(),
             pins: tokio::sync::RwLock::new(()),
+            holders: tokio::sync::Mutex::new(()),
             failures: Mutex::default(),
         }
     }

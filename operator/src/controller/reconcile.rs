@@ -414,7 +414,7 @@ async fn import<S: IpfsStore>(
         ),
     );
     set_ready(obj, &mut next, &ctx.nodes);
-    patch_status(obj, ctx, &next).await?;
+    record_pinned(obj, ctx, &image.layout_cid, &next).await?;
     publish(
         ctx,
         obj,
@@ -495,7 +495,7 @@ async fn apply_cid<S: IpfsStore>(
         ),
     );
     set_ready(obj, &mut next, &ctx.nodes);
-    patch_status(obj, ctx, &next).await?;
+    record_pinned(obj, ctx, &adopted.layout_cid, &next).await?;
     publish(
         ctx,
         obj,
@@ -600,6 +600,27 @@ pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid, pin_name: Option<&str>) -
         total_size,
         blob_count,
     })
+}
+
+/// Write the status of a freshly pinned `layout`, which names it, as one step against
+/// [`release`]: another object's delete may have unpinned the same layout (its list did not yet
+/// show this object as a holder) between our pin and this write, so the pin is checked, and
+/// made again if needed, under the same lock that `release` lists and unpins under.
+async fn record_pinned<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    layout: &Cid,
+    status: &IpfsImageStatus,
+) -> Result<()> {
+    let _holders = ctx.holders.lock().await;
+    if !ctx.ipfs.is_pinned(layout).await? {
+        tracing::info!(object = %object_key(obj), layout = %to_base32(layout), "the layout was unpinned by another object's delete meanwhile; pinning it again");
+        ctx.ipfs
+            .pin_add_named(layout, &layout_pin_name(obj))
+            .await?;
+    }
+    ipfs_oci::fault::point("import::before_status");
+    patch_status(obj, ctx, status).await
 }
 
 /// Write phase `Importing` before long work, once per generation.
@@ -720,6 +741,9 @@ async fn release<S: IpfsStore>(
         return Ok(());
     };
     let root_cid = cid.and_then(|c| parse_cid(c).ok());
+    // Listing and unpinning are one step against an import's pin check and status write
+    // (`record_pinned`): that import is either listed as a holder or re-pins after us.
+    let _holders = ctx.holders.lock().await;
     let all: Api<IpfsImage> = Api::all(ctx.client.clone());
     let same = |text: Option<&str>, wanted: Option<Cid>| match (
         text.and_then(|t| parse_cid(t).ok()),

@@ -314,13 +314,22 @@ pub fn dead_ipfs() -> KuboClient {
     KuboClient::new(&format!("http://127.0.0.1:{port}"), KuboOptions::default()).unwrap()
 }
 
-/// Counts the calls that add content or pins, to prove a Ready object costs none.
+/// Counts the calls that add content or pins, to prove a Ready object costs none; and can
+/// hold one pin's caller right after the pin is made (see [`Counting::pause_after_pin`]).
 #[derive(Clone)]
 pub struct Counting {
     pub inner: KuboClient,
     pub adds: Arc<AtomicUsize>,
     pub pin_adds: Arc<AtomicUsize>,
     pub pin_rms: Arc<AtomicUsize>,
+    pause: Arc<std::sync::Mutex<Option<PinPause>>>,
+}
+
+/// Where [`Counting::pause_after_pin`] holds a caller.
+struct PinPause {
+    name: String,
+    reached: tokio::sync::oneshot::Sender<()>,
+    resume: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl Counting {
@@ -330,7 +339,27 @@ impl Counting {
             adds: Arc::default(),
             pin_adds: Arc::default(),
             pin_rms: Arc::default(),
+            pause: Arc::default(),
         }
+    }
+
+    /// Hold the next caller of `pin_add_named(_, name)` once its pin is made (an import between
+    /// its pin and its status write). Returns (signalled when held, send to let it go on).
+    pub fn pause_after_pin(
+        &self,
+        name: &str,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (reached, reached_rx) = tokio::sync::oneshot::channel();
+        let (resume_tx, resume) = tokio::sync::oneshot::channel();
+        *self.pause.lock().unwrap() = Some(PinPause {
+            name: name.to_owned(),
+            reached,
+            resume,
+        });
+        (reached_rx, resume_tx)
     }
 
     pub fn writes(&self) -> (usize, usize, usize) {
@@ -362,7 +391,13 @@ impl IpfsStore for Counting {
     }
     async fn pin_add_named(&self, cid: &Cid, name: &str) -> Result<(), IpfsError> {
         self.pin_adds.fetch_add(1, Ordering::SeqCst);
-        self.inner.pin_add_named(cid, name).await
+        self.inner.pin_add_named(cid, name).await?;
+        let pause = self.pause.lock().unwrap().take_if(|p| p.name == name);
+        if let Some(pause) = pause {
+            let _ = pause.reached.send(());
+            let _ = pause.resume.await;
+        }
+        Ok(())
     }
     async fn recursive_pins(&self) -> Result<Vec<(Cid, String)>, IpfsError> {
         self.inner.recursive_pins().await
