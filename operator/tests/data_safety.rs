@@ -119,7 +119,7 @@ fn times_reached(log: &str, point: &str) -> usize {
         .count()
 }
 
-async fn operator_client(kubeconfig: &std::path::Path) -> kube::Client {
+async fn client_for(kubeconfig: &std::path::Path) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -145,23 +145,21 @@ fn deleting_one_object_keeps_the_image_another_is_still_importing() {
         .api
         .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
         .unwrap();
-    let client = runtime.block_on(operator_client(&kubeconfig));
+    let client = runtime.block_on(client_for(&kubeconfig));
     let kubo = KuboClient::new(&world.ipfs.api_url, KuboOptions::default()).unwrap();
     let ipfs = Counting::new(kubo.clone());
     let config = support::config_for(&world.registry.addr);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        ipfs.clone(),
-        config,
-        Metrics::new(),
-    ));
+    let ctx = Arc::new(Context::new(client, ipfs.clone(), config, Metrics::new()));
     world
         .apply("first", &image("first", &world.busybox()))
         .unwrap();
     world
         .apply("second", &image("second", &world.busybox()))
         .unwrap();
-    let api: Api<IpfsImage> = Api::namespaced(client, NS);
+    // The test reads and deletes as the admin: the operator's ServiceAccount may only list and
+    // watch (its objects come from the watch); its reconciles use its own client.
+    let admin = runtime.block_on(client_for(&world.api.admin));
+    let api: Api<IpfsImage> = Api::namespaced(admin, NS);
     let reconcile_now = |name: &'static str| {
         let (api, ctx) = (api.clone(), ctx.clone());
         async move {
