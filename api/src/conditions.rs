@@ -442,7 +442,7 @@ mod tests {
         assert!(Reason::DagTooDeep.is_failure());
         assert!(Reason::TooManyManifests.is_failure());
         let failures = Reason::ALL.iter().filter(|r| r.is_failure()).count();
-        assert_eq!(failures, 16, "every failure reason is listed in is_failure");
+        assert_eq!(failures, 17, "every failure reason is listed in is_failure");
         assert!(!Reason::Ready.is_failure());
         assert!(!Reason::WaitingForReplicas.is_failure());
         assert!(!Reason::TagMoved.is_failure());
