@@ -49,12 +49,25 @@ fn get(world: &ChartWorld, name: &str) -> Option<Value> {
     get_json(&world.api, "ipfsimg", NS, name).unwrap()
 }
 
-fn ready_reason(obj: &Value) -> (String, String) {
-    let ready = obj["status"]["conditions"]
+/// The operator's ServiceAccount kubeconfig: exactly the chart's rights.
+fn operator_kubeconfig(world: &ChartWorld) -> PathBuf {
+    world
+        .api
+        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+        .unwrap()
+}
+
+/// The condition `type_` of a stored object (`null` when absent).
+fn condition(obj: &Value, type_: &str) -> Value {
+    obj["status"]["conditions"]
         .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
         .cloned()
-        .unwrap_or(Value::Null);
+        .unwrap_or(Value::Null)
+}
+
+fn ready_reason(obj: &Value) -> (String, String) {
+    let ready = condition(obj, "Ready");
     (
         ready["status"].as_str().unwrap_or_default().to_owned(),
         ready["reason"].as_str().unwrap_or_default().to_owned(),
@@ -141,10 +154,7 @@ fn deleting_one_object_keeps_the_image_another_is_still_importing() {
         .enable_all()
         .build()
         .unwrap();
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
+    let kubeconfig = operator_kubeconfig(&world);
     let client = runtime.block_on(client_for(&kubeconfig));
     let kubo = KuboClient::new(&world.ipfs.api_url, KuboOptions::default()).unwrap();
     let ipfs = Counting::new(kubo.clone());
@@ -220,10 +230,7 @@ fn an_import_killed_at_any_point_resumes_without_refetching_or_duplicate_pins() 
     // Every registry request goes through a proxy that logs it (and forwards it unchanged).
     let proxy = HttpProxy::start(&world.registry.addr, |_, _| None).unwrap();
     let source = format!("{}/test/busybox:crash", proxy.addr);
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
+    let kubeconfig = operator_kubeconfig(&world);
     let args = [
         "--plain-http-registry",
         proxy.addr.as_str(),
@@ -304,13 +311,7 @@ fn an_import_killed_at_any_point_resumes_without_refetching_or_duplicate_pins() 
             None,
             "{name}: the staging area is gone"
         );
-        let imported = ready["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "Imported")
-            .cloned()
-            .unwrap_or(Value::Null);
+        let imported = condition(&ready, "Imported");
         assert_eq!(imported["status"], "True", "{name}: {imported}");
     }
 }
@@ -339,10 +340,7 @@ fn kubo_killed_mid_import_is_ipfs_unavailable_and_the_import_completes_once_it_i
         })
         .unwrap()
     };
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
+    let kubeconfig = operator_kubeconfig(&world);
     let args = [
         "--plain-http-registry",
         proxy.addr.as_str(),
@@ -385,10 +383,7 @@ fn kubo_out_of_disk_is_ipfs_storage_full_and_never_ready() {
     push_noise_image(&world, "huge", &[24 * MIB], 0xf011);
     let disk = Tmpfs::mount(12 * MIB as u64).unwrap();
     world.restart_ipfs(Some(&disk.join("repo"))).unwrap();
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
+    let kubeconfig = operator_kubeconfig(&world);
     let op = OperatorProcess::start(
         &operator_bin(),
         &kubeconfig,
@@ -402,14 +397,9 @@ fn kubo_out_of_disk_is_ipfs_storage_full_and_never_ready() {
     let failed = wait_failed(&world, &op, "full", "IpfsStorageFull");
     assert_eq!(failed["status"]["phase"], "Importing");
     assert!(failed["status"]["layoutCid"].is_null(), "{failed:#}");
-    let message = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()["message"]
+    let message = condition(&failed, "Ready")["message"]
         .as_str()
-        .unwrap()
+        .unwrap_or_default()
         .to_owned();
     assert!(message.contains("no space left"), "{message}");
     // Kubo goes before its disk does.
