@@ -12,7 +12,8 @@ use ipfs_oci::digest::Digest;
 use ipfs_oci::ipfs::{KuboClient, KuboOptions};
 use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use testkit::{
-    Agent, Containerd, IpfsDaemon, PushFormat, Registry, TestImage, block_on, push_layout,
+    Agent, Containerd, Gate, HttpProxy, IpfsDaemon, PushFormat, Registry, TestImage,
+    add_noise_layers, block_on, oci_manifest, push_layout,
 };
 
 fn agent_bin() -> PathBuf {
@@ -40,6 +41,28 @@ fn registry_digest(registry: &Registry, repo_tag: &str) -> String {
     Digest::of(&out.stdout).to_string()
 }
 
+/// `convert` `repo_tag` of `registry` into `ipfs`: the root CID (base32).
+fn convert_into(ipfs: &IpfsDaemon, registry: &Registry, repo_tag: &str) -> String {
+    let client = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
+    let source = SourceRegistry::new(&SourceOptions {
+        plain_http: true,
+        ..Default::default()
+    });
+    let reference = format!("{}/{repo_tag}", registry.addr).parse().unwrap();
+    let image = block_on(convert(
+        &client,
+        &source,
+        &reference,
+        &ConvertOptions::default(),
+    ))
+    .unwrap();
+    assert_eq!(
+        image.source_digest.to_string(),
+        registry_digest(registry, repo_tag)
+    );
+    to_base32(&image.root_cid)
+}
+
 /// Registry with test images, IPFS holding `test/busybox:1`, containerd.
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
@@ -61,28 +84,15 @@ fn world() -> World {
     )
     .unwrap();
     let ipfs = IpfsDaemon::start().unwrap();
-    let client = KuboClient::new(&ipfs.api_url, KuboOptions::default()).unwrap();
-    let source = SourceRegistry::new(&SourceOptions {
-        plain_http: true,
-        ..Default::default()
-    });
-    let reference = format!("{}/test/busybox:1", registry.addr).parse().unwrap();
-    let image = block_on(convert(
-        &client,
-        &source,
-        &reference,
-        &ConvertOptions::default(),
-    ))
-    .unwrap();
+    let cid = convert_into(&ipfs, &registry, "test/busybox:1");
     let source_digest = registry_digest(&registry, "test/busybox:1");
-    assert_eq!(image.source_digest.to_string(), source_digest);
     let containerd = Containerd::start().unwrap();
     // The config these tests prove the mirror with passes the agent's own check of it.
     let report =
         ipfs_image_agent::runtime_check::check(&containerd.config_file, &containerd.hosts_dir);
     assert!(report.findings.is_empty(), "{report:?}");
     World {
-        cid: to_base32(&image.root_cid),
+        cid,
         source_digest,
         ipfs,
         registry,
@@ -305,6 +315,87 @@ fn falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down() {
         agent.metric_sum("ipfs_image_agent_ipfs_errors_total", &[]) >= 1.0,
         "{}",
         agent.metrics()
+    );
+}
+
+/// Kubo dies while the agent streams a layer to containerd (held mid-blob by a gated proxy in
+/// front of Kubo's gateway, so the kill lands part-way on every run): the same pull goes on from
+/// the upstream at the byte reached, the image's digests check out and it runs.
+#[test]
+fn a_pull_goes_on_from_the_upstream_when_ipfs_dies_mid_blob() {
+    const MIB: u64 = 1024 * 1024;
+    // Larger than every socket buffer between Kubo and the agent, so the kill truncates it.
+    const LAYER: usize = 48 * MIB as usize;
+    let mut w = world();
+    let layout = w.dir.path().join("oci");
+    add_noise_layers(&layout, TestImage::AMD64, "big", &[LAYER], 18).unwrap();
+    push_layout(&layout, "big", &w.registry, "test/big:1", PushFormat::Oci).unwrap();
+    let cid = convert_into(&w.ipfs, &w.registry, "test/big:1");
+    let manifest = oci_manifest(&w.registry.addr, "test/big", "1");
+    let layers = manifest["layers"].as_array().unwrap();
+    let big = layers.last().unwrap();
+    assert!(big["size"].as_u64().unwrap() >= LAYER as u64, "{big}");
+    let big_digest = big["digest"].as_str().unwrap().to_owned();
+
+    let gate = Gate::new("/ipfs/", 8 * MIB);
+    let link = HttpProxy::start_gated(&format!("127.0.0.1:{}", w.ipfs.gateway_port), gate.clone())
+        .unwrap();
+    let upstream = HttpProxy::start(&w.registry.addr, |_, _| None).unwrap();
+    let original = format!("{}/test/big:1", w.registry.addr);
+    let catalog = write_catalog(w.dir.path(), &[(original.clone(), &cid)]);
+    let gateway = format!("http://{}", link.addr);
+    let agent = Agent::start(
+        &agent_bin(),
+        &w.ipfs.api_url,
+        Some(&catalog),
+        &["--ipfs-gateway", &gateway, "--ipfs-timeout", "2s"],
+    )
+    .unwrap();
+    configure_hosts(
+        &w.containerd,
+        &agent,
+        &format!("http://{}", agent.addr),
+        &w.registry.addr,
+        &format!("http://{}", upstream.addr),
+    );
+
+    let pulled = std::thread::scope(|s| {
+        let pull = s.spawn(|| w.containerd.pull_with_hosts_dir(&original));
+        let held = gate.wait_held(Duration::from_secs(120));
+        w.ipfs.kill();
+        gate.release();
+        let pulled = pull.join().expect("pull thread");
+        assert!(held, "the layer never streamed 8 MiB from IPFS: {pulled:?}");
+        pulled
+    });
+    pulled.unwrap_or_else(|e| {
+        panic!(
+            "the pull failed after IPFS died: {e:#}\nupstream: {:?}",
+            upstream.requests()
+        )
+    });
+    assert_eq!(
+        w.containerd.image_digest(&original).unwrap(),
+        registry_digest(&w.registry, "test/big:1")
+    );
+    let blob_bytes = agent.metric_sum("ipfs_image_agent_bytes_served_total", &[("kind", "blob")]);
+    assert!(
+        (8 * MIB) as f64 <= blob_bytes && blob_bytes < LAYER as f64,
+        "the agent served part of the layer, not none nor all: {blob_bytes}"
+    );
+    // The rest came from the upstream as a range (206), not the whole layer again.
+    let blob = format!("GET /v2/test/big/blobs/{big_digest} -> 206");
+    assert!(
+        upstream.requests().contains(&blob),
+        "no ranged upstream GET of the layer: {:?}",
+        upstream.requests()
+    );
+    assert_eq!(
+        w.containerd
+            .run(&original, &["/bin/busybox", "echo", "resumed"])
+            .unwrap()
+            .trim(),
+        "resumed"
     );
 }
 

@@ -5,15 +5,22 @@
 //!
 //! It listens on 127.0.0.1 on a port the kernel picks and runs on its own thread and runtime,
 //! so it works from blocking and from async test code; it stops when dropped.
+//!
+//! With a [`Gate`] it also stands for a link that stops moving: bodies of the requests the gate
+//! names stream through until a given number of bytes has passed, then wait for the test, which
+//! can meanwhile kill the server behind it mid-response.
 
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use futures::StreamExt;
 
 /// What the proxy answers instead of the upstream server.
 #[derive(Debug, Clone)]
@@ -71,9 +78,67 @@ impl Answer {
 
 type Rule = dyn Fn(&str, &str) -> Option<Answer> + Send + Sync;
 
+/// Holds the response bodies of requests whose path starts with a prefix once a number of their
+/// bytes (counted over all of them) has passed, until [`Gate::release`].
+pub struct Gate {
+    prefix: String,
+    after: u64,
+    passed: AtomicU64,
+    reached: (Mutex<bool>, Condvar),
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    pub fn new(prefix: &str, after: u64) -> Arc<Self> {
+        Arc::new(Self {
+            prefix: prefix.to_owned(),
+            after,
+            passed: AtomicU64::new(0),
+            reached: (Mutex::new(false), Condvar::new()),
+            released: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Bytes of gated bodies forwarded so far.
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::SeqCst)
+    }
+
+    /// Wait until the gate holds (its bytes have passed); false when `timeout` ran out first.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let (lock, ready) = &self.reached;
+        let guard = lock.lock().expect("gate");
+        let (guard, _) = ready
+            .wait_timeout_while(guard, timeout, |reached| !*reached)
+            .expect("gate");
+        *guard
+    }
+
+    /// Let every held body (and every later one) go on.
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
+
+    /// Count `chunk` as forwarded; once the limit is passed, wait for the release.
+    async fn pass(&self, chunk: usize) {
+        let total = self.passed.fetch_add(chunk as u64, Ordering::SeqCst) + chunk as u64;
+        if total < self.after {
+            return;
+        }
+        {
+            let (lock, ready) = &self.reached;
+            *lock.lock().expect("gate") = true;
+            ready.notify_all();
+        }
+        let mut released = self.released.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+    }
+}
+
 struct Shared {
     upstream: String,
     rule: Box<Rule>,
+    gate: Option<Arc<Gate>>,
     client: reqwest::Client,
     log: Mutex<Vec<String>>,
 }
@@ -93,6 +158,15 @@ impl HttpProxy {
         upstream: &str,
         rule: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
     ) -> Result<Self> {
+        Self::start_with(upstream, Box::new(rule), None)
+    }
+
+    /// Forward everything to `upstream`, streaming the bodies `gate` names through it.
+    pub fn start_gated(upstream: &str, gate: Arc<Gate>) -> Result<Self> {
+        Self::start_with(upstream, Box::new(|_, _| None), Some(gate))
+    }
+
+    fn start_with(upstream: &str, rule: Box<Rule>, gate: Option<Arc<Gate>>) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?.to_string();
@@ -103,7 +177,8 @@ impl HttpProxy {
             .context("proxy client")?;
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
-            rule: Box::new(rule),
+            rule,
+            gate,
             client,
             log: Mutex::new(Vec::new()),
         });
@@ -213,11 +288,26 @@ async fn forward(shared: &Shared, request: Request) -> Response {
     };
     let status = answer.status();
     let headers = answer.headers().clone();
-    let bytes = match answer.bytes().await {
-        Ok(b) => b,
-        Err(e) => return error_response(format!("upstream body: {e}")),
+    let gate = shared
+        .gate
+        .clone()
+        .filter(|g| parts.uri.path().starts_with(&g.prefix));
+    let body = match gate {
+        // Streamed: an upstream that dies part-way breaks this response part-way too.
+        Some(gate) => Body::from_stream(answer.bytes_stream().then(move |chunk| {
+            let gate = gate.clone();
+            async move {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                gate.pass(chunk.len()).await;
+                Ok::<_, std::io::Error>(chunk)
+            }
+        })),
+        None => match answer.bytes().await {
+            Ok(b) => Body::from(b),
+            Err(e) => return error_response(format!("upstream body: {e}")),
+        },
     };
-    let mut response = Response::new(Body::from(bytes));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     for (name, value) in &headers {
         if name != axum::http::header::TRANSFER_ENCODING && name != axum::http::header::CONNECTION {
