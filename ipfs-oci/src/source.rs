@@ -380,7 +380,9 @@ fn host_of(registry: &str) -> &str {
 }
 
 /// The `realm` of a `Bearer` challenge (`Bearer realm="https://auth…/token",service="…"`).
-fn bearer_realm(header: &str) -> Option<String> {
+/// Public for the fuzz harness (`fuzz/harness`) only: a registry's `WWW-Authenticate` header.
+#[doc(hidden)]
+pub fn bearer_realm(header: &str) -> Option<String> {
     let (scheme, params) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;

@@ -117,8 +117,12 @@ impl Catalog {
 pub fn load_file(path: &Path) -> Result<Vec<CatalogEntry>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let raw: Vec<FileEntry> =
-        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    parse(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parse a catalog file's text (what [`load_file`] reads; the fuzz harness calls it directly).
+pub fn parse(text: &str) -> Result<Vec<CatalogEntry>> {
+    let raw: Vec<FileEntry> = serde_saphyr::from_str(text)?;
     raw.iter()
         .map(|e| CatalogEntry::new(&e.source, &e.cid))
         .collect()
