@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use ipfs_oci::Cid;
 use ipfs_oci::content_id::parse_cid;
 use ipfs_oci::digest::Digest;
-use ipfs_oci::source::Reference;
+use ipfs_oci::source::parse_reference;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +39,7 @@ struct FileEntry {
 
 impl CatalogEntry {
     pub fn new(source: &str, cid: &str) -> Result<Self> {
-        let reference: Reference = source
-            .parse()
+        let reference = parse_reference(source)
             .with_context(|| format!("invalid image reference {source:?}"))?;
         let cid = parse_cid(cid)?;
         let digest = reference.digest().map(str::parse::<Digest>).transpose()?;

@@ -4,7 +4,7 @@
 use ipfs_image_agent::catalog::CatalogEntry;
 use ipfs_image_api::{IpfsImageSpec, Origin};
 use ipfs_oci::format::Platform;
-use ipfs_oci::source::Reference;
+use ipfs_oci::source::parse_reference;
 
 const CID: &str = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4";
 
@@ -13,11 +13,11 @@ pub fn image_reference(data: &[u8]) {
     let Some(s) = crate::text(data) else {
         return;
     };
-    if let Ok(reference) = s.parse::<Reference>() {
+    // As the operator, `convert` and the catalog parse it (oci-spec's parser, checked).
+    if let Ok(reference) = parse_reference(s) {
         // What the operator logs and stores as the whole reference names the same image.
         let whole = reference.whole();
-        let again: Reference = whole
-            .parse()
+        let again = parse_reference(&whole)
             .unwrap_or_else(|e| panic!("{s:?} parsed, its whole form {whole:?} did not: {e}"));
         assert_eq!(again, reference, "{s:?} → {whole:?}");
         let _ = reference.resolve_registry();
