@@ -26,11 +26,17 @@ pub struct PeerAddrError(String);
 impl PeerInfo {
     /// A peer from one multiaddr ending in `/p2p/<peer ID>` (the `--peer` flag's form).
     pub fn from_multiaddr(addr: &str) -> Result<Self, PeerAddrError> {
-        let (base, id) = addr
-            .rsplit_once("/p2p/")
-            .or_else(|| addr.rsplit_once("/ipfs/"))
-            .ok_or_else(|| PeerAddrError(addr.to_owned()))?;
-        if !base.starts_with('/') || id.is_empty() || id.contains('/') {
+        // The ID follows the last `/p2p/` or `/ipfs/`, whichever comes later (found by fuzzing,
+        // `fuzz/regressions/peer_annotation`).
+        let (base, id) = match (addr.rfind("/p2p/"), addr.rfind("/ipfs/")) {
+            (Some(p), Some(i)) if i > p => (&addr[..i], &addr[i + "/ipfs/".len()..]),
+            (Some(p), _) => (&addr[..p], &addr[p + "/p2p/".len()..]),
+            (None, Some(i)) => (&addr[..i], &addr[i + "/ipfs/".len()..]),
+            (None, None) => return Err(PeerAddrError(addr.to_owned())),
+        };
+        // `/…/p2p/<other>/p2p/<id>` names two peers and leaves no address of `id`'s own.
+        let base_ok = base.starts_with('/') && !base.trim_matches('/').is_empty();
+        if !base_ok || id.is_empty() || id.contains('/') || names_a_peer(base) {
             return Err(PeerAddrError(addr.to_owned()));
         }
         Ok(Self {
@@ -39,19 +45,32 @@ impl PeerInfo {
         })
     }
 
-    /// Addresses to dial, each ending in `/p2p/<id>` as `swarm/connect` wants.
+    /// Addresses to dial, each ending in `/p2p/<id>` as `swarm/connect` wants. An address that
+    /// ends in another peer's ID is dropped: annotations are written by other Pods, and such an
+    /// address would connect (and protect) a peer this one does not name, which `peering/rm
+    /// <id>` never undoes. Only the last `/p2p/` counts: a relay address
+    /// (`/…/p2p/<relay>/p2p-circuit`) gets this peer's ID appended, not dialled as the relay.
+    /// (Both found by fuzzing, `fuzz/regressions/peer_annotation`.)
     pub fn dial_addrs(&self) -> Vec<String> {
+        let own = [format!("/p2p/{}", self.id), format!("/ipfs/{}", self.id)];
         self.addrs
             .iter()
-            .map(|a| {
-                if a.contains("/p2p/") || a.contains("/ipfs/") {
-                    a.clone()
-                } else {
-                    format!("{}/p2p/{}", a.trim_end_matches('/'), self.id)
+            .filter_map(|a| {
+                if own.iter().any(|o| a.ends_with(o.as_str())) {
+                    return Some(a.clone());
                 }
+                let a = a.trim_end_matches('/');
+                (!names_a_peer(a)).then(|| format!("{a}/p2p/{}", self.id))
             })
             .collect()
     }
+}
+
+/// Whether a multiaddr ends in `/p2p/<id>` or `/ipfs/<id>`: it names a peer already.
+fn names_a_peer(addr: &str) -> bool {
+    let mut tail = addr.trim_end_matches('/').rsplit('/');
+    tail.next();
+    matches!(tail.next(), Some("p2p" | "ipfs"))
 }
 
 /// The peer a Pod publishes, if any (and if the Pod is not being deleted).
@@ -91,6 +110,33 @@ mod tests {
     }
 
     #[test]
+    fn dial_addresses_never_name_another_peer() {
+        let p = PeerInfo {
+            id: "12D3KooWme".into(),
+            addrs: vec![
+                "/ip4/10.0.0.3/tcp/4001/p2p/12D3KooWother".into(),
+                "/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWrelay/p2p-circuit".into(),
+                "/ip4/10.0.0.5/tcp/4001/ipfs/12D3KooWme".into(),
+            ],
+        };
+        assert_eq!(
+            p.dial_addrs(),
+            [
+                "/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWrelay/p2p-circuit/p2p/12D3KooWme",
+                "/ip4/10.0.0.5/tcp/4001/ipfs/12D3KooWme"
+            ]
+        );
+        let relayed = "/ip4/10.0.0.4/tcp/4001/p2p/12D3KooWrelay/p2p-circuit/p2p/12D3KooWme";
+        assert_eq!(
+            PeerInfo::from_multiaddr(relayed).unwrap().dial_addrs(),
+            [relayed]
+        );
+        // The ID follows the last marker, `/ipfs/` as much as `/p2p/`.
+        let legacy = PeerInfo::from_multiaddr("/ip4/10.0.0.6/tcp/4001/ipfs/12D3KooWme").unwrap();
+        assert_eq!(legacy.id, "12D3KooWme");
+    }
+
+    #[test]
     fn a_peer_flag_is_a_multiaddr_with_its_id() {
         let p = PeerInfo::from_multiaddr("/ip4/10.0.0.1/tcp/4001/p2p/12D3KooWabc").unwrap();
         assert_eq!(p.id, "12D3KooWabc");
@@ -101,6 +147,10 @@ mod tests {
             "12D3KooW",
             "/p2p/",
             "/ip4/1.2.3.4/p2p/a/b",
+            "/ip4/1.2.3.4/p2p/other/p2p/me",
+            "/ip4/1.2.3.4/p2p/other/ipfs/me",
+            "/ip4/1.2.3.4/ipfs/me/p2p/me",
+            "//ipfs/me",
         ] {
             assert!(PeerInfo::from_multiaddr(bad).is_err(), "{bad}");
         }

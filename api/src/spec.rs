@@ -239,6 +239,27 @@ impl IpfsImageSpec {
         let Some(text) = &self.recheck_interval else {
             return Ok(None);
         };
+        if text.starts_with('-') {
+            return Err(RecheckIntervalError::new(text, "must not be negative"));
+        }
+        // kube's parser panics on a value whose seconds overflow (`99999999999999999999h`, found
+        // by fuzzing, `fuzz/regressions/image_reference`); the CRD's pattern and CEL rule refuse
+        // it on admission, but objects stored before them reach this too. Go's own limit first.
+        match go_duration_seconds(text) {
+            None => {
+                return Err(RecheckIntervalError::new(
+                    text,
+                    "not a duration with units such as 10m or 1h30m",
+                ));
+            }
+            Some(secs) if secs > MAX_GO_DURATION_SECS => {
+                return Err(RecheckIntervalError::new(
+                    text,
+                    "longer than a Go duration can be (about 292 years)",
+                ));
+            }
+            Some(_) => {}
+        }
         let parsed: kube::core::Duration = text
             .parse()
             .map_err(|e| RecheckIntervalError::new(text, format!("{e}")))?;
@@ -254,6 +275,40 @@ impl IpfsImageSpec {
         }
         Ok(Some(interval))
     }
+}
+
+/// The longest Go `time.Duration` (`2^63 - 1` ns), the most the CRD's CEL `duration()` accepts.
+const MAX_GO_DURATION_SECS: f64 = 9_223_372_036.854_775;
+
+/// The seconds in a duration written as [`patterns::DURATION`] allows (`1h30m`, `1.5s`), or
+/// `None` when it is not written so.
+fn go_duration_seconds(text: &str) -> Option<f64> {
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+        if whole.is_empty() || fraction.is_empty() || fraction.contains('.') {
+            return None;
+        }
+        let unit = ["ns", "us", "\u{b5}s", "ms", "s", "m", "h"]
+            .into_iter()
+            .find(|u| tail.starts_with(u))?;
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            _ => 3600.0,
+        };
+        total += number.parse::<f64>().ok()? * scale;
+        rest = &tail[unit.len()..];
+    }
+    (!text.is_empty()).then_some(total)
 }
 
 /// `spec.recheckInterval` could not be used.
@@ -315,7 +370,16 @@ mod tests {
 
     #[test]
     fn recheck_interval_rejects_bad_values() {
-        for bad in ["10", "ten minutes", "-5m", "30s"] {
+        for bad in [
+            "10",
+            "ten minutes",
+            "-5m",
+            "30s",
+            "1.h",
+            "",
+            "99999999999999999999999999999h",
+            "2562048h",
+        ] {
             let err = with_interval(bad).recheck_interval().unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }

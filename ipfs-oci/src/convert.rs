@@ -243,7 +243,10 @@ fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, ConvertError> {
         .ok_or_else(|| ConvertError::Invalid(format!("descriptor without {name}: {v}")))
 }
 
-fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
+/// A descriptor's digest, size and media type. Public for the fuzz harness (`fuzz/harness`)
+/// only: it is the piece of `convert` that parses what a source registry sent.
+#[doc(hidden)]
+pub fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
     let digest = field(v, "digest")?
         .as_str()
         .ok_or_else(|| ConvertError::Invalid("digest is not a string".into()))?

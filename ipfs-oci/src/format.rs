@@ -113,13 +113,8 @@ impl FromStr for Platform {
     type Err = PlatformError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = |p: &str| {
-            p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-        };
         let parts: Vec<&str> = s.split('/').collect();
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid(p)) {
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
             return Err(PlatformError(s.to_owned()));
         }
         Ok(Self {
@@ -128,6 +123,13 @@ impl FromStr for Platform {
             variant: parts.get(2).map(|v| (*v).to_owned()),
         })
     }
+}
+
+/// One of os, architecture, variant: what `os/arch[/variant]` can spell unambiguously.
+fn valid_part(p: &str) -> bool {
+    p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 impl fmt::Display for Platform {
@@ -142,14 +144,21 @@ impl fmt::Display for Platform {
 
 impl Platform {
     /// Read the `platform` object of a descriptor (or the os/architecture of a config).
+    /// Values `os/arch[/variant]` cannot spell (`"os": "linux/arm64"`) mean no platform: it is
+    /// written as that text into `status.platforms` and compared with `spec.platforms`, so it
+    /// must read back as itself (found by fuzzing, `fuzz/regressions/manifest_json`).
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
-        let os = v.get("os")?.as_str()?.to_owned();
-        let architecture = v.get("architecture")?.as_str()?.to_owned();
-        let variant = v
-            .get("variant")
-            .and_then(|x| x.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
+        let os = v.get("os")?.as_str().filter(|s| valid_part(s))?.to_owned();
+        let architecture = v
+            .get("architecture")?
+            .as_str()
+            .filter(|s| valid_part(s))?
+            .to_owned();
+        let variant = match v.get("variant").and_then(|x| x.as_str()) {
+            None | Some("") => None,
+            Some(s) if valid_part(s) => Some(s.to_owned()),
+            Some(_) => return None,
+        };
         Some(Self {
             os,
             architecture,
@@ -186,6 +195,19 @@ mod tests {
         for bad in ["linux", "linux/", "a/b/c/d", "linux/amd64 ", "../x"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
+        let json = |v| Platform::from_json(&v);
+        assert_eq!(
+            json(serde_json::json!({"os": "linux", "architecture": "arm64", "variant": ""})),
+            Some("linux/arm64".parse().unwrap())
+        );
+        assert_eq!(
+            json(serde_json::json!({"os": "linux/arm64", "architecture": "v8"})),
+            None
+        );
+        assert_eq!(
+            json(serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v7/x"})),
+            None
+        );
     }
 
     #[test]

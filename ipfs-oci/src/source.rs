@@ -135,6 +135,33 @@ fn kind_of(e: &OciDistributionError) -> SourceErrorKind {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error(transparent)]
+    Parse(#[from] oci_client::ParseError),
+    #[error(
+        "repository {0:?} is not lower case: Docker and containerd read a first component with upper case as a registry host; write the host in lower case"
+    )]
+    UpperCase(String),
+}
+
+/// Parse an image reference the way the operator, `convert` and the mirror catalog all must.
+/// oci-spec's parser (unlike Docker's, which it ports) reads `Host/app` — a first component with
+/// upper case and no `.` or `:` — as the Docker Hub repository `Host/app`, a name no registry
+/// accepts and whose whole form does not parse again, where Docker and containerd pull `app`
+/// from the registry `Host`. Found by fuzzing (`fuzz/regressions/image_reference`); refused.
+pub fn parse_reference(text: &str) -> Result<Reference, ReferenceError> {
+    let reference: Reference = text.parse()?;
+    if reference
+        .repository()
+        .bytes()
+        .any(|b| b.is_ascii_uppercase())
+    {
+        return Err(ReferenceError::UpperCase(reference.repository().to_owned()));
+    }
+    Ok(reference)
+}
+
 /// A manifest or index as the registry serves it.
 #[derive(Debug, Clone)]
 pub struct RawManifest {
@@ -380,7 +407,9 @@ fn host_of(registry: &str) -> &str {
 }
 
 /// The `realm` of a `Bearer` challenge (`Bearer realm="https://auth…/token",service="…"`).
-fn bearer_realm(header: &str) -> Option<String> {
+/// Public for the fuzz harness (`fuzz/harness`) only: a registry's `WWW-Authenticate` header.
+#[doc(hidden)]
+pub fn bearer_realm(header: &str) -> Option<String> {
     let (scheme, params) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
@@ -501,6 +530,26 @@ mod tests {
             None
         );
         assert!(credentials_from_docker_config(b"nope", "x").is_err());
+    }
+
+    #[test]
+    fn references_mean_what_they_mean_to_containerd() {
+        let r = parse_reference("busybox").unwrap();
+        assert_eq!(r.whole(), "docker.io/library/busybox:latest");
+        let r = parse_reference("127.0.0.1:5000/test/busybox:1").unwrap();
+        assert_eq!(
+            (r.registry(), r.repository()),
+            ("127.0.0.1:5000", "test/busybox")
+        );
+        // Docker: registry `Host`, repository `app`; oci-spec: docker.io/Host/app.
+        assert!(matches!(
+            parse_reference("Host/app:1"),
+            Err(ReferenceError::UpperCase(_))
+        ));
+        assert!(matches!(
+            parse_reference("Busybox"),
+            Err(ReferenceError::Parse(_))
+        ));
     }
 
     #[test]

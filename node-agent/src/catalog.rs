@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use ipfs_oci::Cid;
 use ipfs_oci::content_id::parse_cid;
 use ipfs_oci::digest::Digest;
-use ipfs_oci::source::Reference;
+use ipfs_oci::source::parse_reference;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +39,7 @@ struct FileEntry {
 
 impl CatalogEntry {
     pub fn new(source: &str, cid: &str) -> Result<Self> {
-        let reference: Reference = source
-            .parse()
+        let reference = parse_reference(source)
             .with_context(|| format!("invalid image reference {source:?}"))?;
         let cid = parse_cid(cid)?;
         let digest = reference.digest().map(str::parse::<Digest>).transpose()?;
@@ -117,8 +116,12 @@ impl Catalog {
 pub fn load_file(path: &Path) -> Result<Vec<CatalogEntry>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let raw: Vec<FileEntry> =
-        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    parse(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Parse a catalog file's text (what [`load_file`] reads; the fuzz harness calls it directly).
+pub fn parse(text: &str) -> Result<Vec<CatalogEntry>> {
+    let raw: Vec<FileEntry> = serde_saphyr::from_str(text)?;
     raw.iter()
         .map(|e| CatalogEntry::new(&e.source, &e.cid))
         .collect()

@@ -9,14 +9,13 @@ use ipfs_oci::format::Platform;
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use ipfs_oci::source::{
     Credentials, Reference, SourceOptions, SourceRegistry, credentials_from_docker_config,
+    parse_reference,
 };
 
 use crate::cli::ConvertArgs;
 
 pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
-    let reference: Reference = args
-        .image
-        .parse()
+    let reference = parse_reference(&args.image)
         .with_context(|| format!("invalid image reference {:?}", args.image))?;
     let platforms = args
         .platforms

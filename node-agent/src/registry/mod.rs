@@ -5,7 +5,9 @@
 mod errors;
 mod fanout;
 pub mod paths;
-mod range;
+// Public for the fuzz harness (`fuzz/harness`) only.
+#[doc(hidden)]
+pub mod range;
 mod resume;
 
 use std::sync::Arc;
@@ -92,16 +94,10 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
     app.metrics.inflight.inc();
     let _inflight = Inflight(app.metrics.inflight.clone());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let mut ns = request.uri().query().and_then(namespace_param);
+    let (route, ns) = parse_request(request.uri().path(), request.uri().query());
     let headers = request.headers().clone();
     drop(request); // never read request bodies
 
-    let rest = path.strip_prefix("/v2/").unwrap_or_default();
-    let mut route = paths::parse(rest);
-    if let Ok(route) = &mut route {
-        registry_from_path(route, &mut ns);
-    }
     let (route_label, kind_label) = match &route {
         Ok(r) => (
             if matches!(r.repository, Repository::Ipfs(_)) {
@@ -151,6 +147,22 @@ async fn dispatch(State(app): State<Arc<AppState>>, request: Request) -> Respons
         ])
         .inc();
     response
+}
+
+/// The route and upstream registry a request's path and query name: everything `dispatch`
+/// reads from the URL, in one pure function so the fuzz harness runs exactly this.
+#[doc(hidden)]
+pub fn parse_request(
+    path: &str,
+    query: Option<&str>,
+) -> (Result<Route, RegistryError>, Option<String>) {
+    let mut ns = query.and_then(namespace_param);
+    let rest = path.strip_prefix("/v2/").unwrap_or_default();
+    let mut route = paths::parse(rest);
+    if let Ok(route) = &mut route {
+        registry_from_path(route, &mut ns);
+    }
+    (route, ns)
 }
 
 /// Runtimes that send no `?ns=` (CRI-O, podman) name the registry as the first path component

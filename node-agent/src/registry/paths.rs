@@ -1,5 +1,6 @@
 //! Parsing `/v2/<name>/(manifests|blobs)/<reference>`: names contain slashes, so the route is
-//! split at the last `/manifests/` or `/blobs/`. Everything is validated before any work.
+//! split at the last `/manifests/` or `/blobs/`, whichever comes later. Everything is
+//! validated before any work.
 
 use ipfs_oci::Cid;
 use ipfs_oci::content_id::parse_cid;
@@ -55,16 +56,23 @@ pub fn parse(rest: &str) -> Result<Route, RegistryError> {
             target: Target::Tag(String::new()),
         });
     }
-    let (name, kind, reference) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
-        (n, Kind::Manifest, r)
-    } else if let Some((n, r)) = rest.rsplit_once("/blobs/") {
-        (n, Kind::Blob, r)
-    } else {
+    // Whichever marker comes last: a repository may have a component named `manifests` or
+    // `blobs` (`team/manifests/app/blobs/<digest>`; preferring `/manifests/` refused that blob).
+    let marker = |m: &'static str, kind| rest.rfind(m).map(|at| (at, m, kind));
+    let last = match (
+        marker("/manifests/", Kind::Manifest),
+        marker("/blobs/", Kind::Blob),
+    ) {
+        (Some(m), Some(b)) => Some(if m.0 > b.0 { m } else { b }),
+        (m, b) => m.or(b),
+    };
+    let Some((at, m, kind)) = last else {
         return Err(RegistryError::new(
             ErrorCode::NameUnknown,
             "unknown route (this registry serves manifests and blobs only)",
         ));
     };
+    let (name, reference) = (&rest[..at], &rest[at + m.len()..]);
     validate_name(name)?;
     let target = parse_target(kind, reference)?;
     let repository = match name.strip_prefix("ipfs/") {
@@ -213,6 +221,12 @@ mod tests {
         // a repository whose name contains "blobs" still splits at the last marker
         let r = parse(&format!("a/blobs/b/manifests/{DIGEST}")).unwrap();
         assert_eq!(r.repository, Repository::Mirror("a/blobs/b".into()));
+        let r = parse(&format!("team/manifests/app/blobs/{DIGEST}")).unwrap();
+        assert_eq!(
+            r.repository,
+            Repository::Mirror("team/manifests/app".into())
+        );
+        assert_eq!(r.kind, Kind::Blob);
     }
 
     #[test]

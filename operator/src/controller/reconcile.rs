@@ -22,7 +22,9 @@ use ipfs_oci::format::Platform;
 use ipfs_oci::ipfs::{ByteRange, IpfsStore};
 use ipfs_oci::layout::{Staging, discard_staging};
 use ipfs_oci::resolve::resolve;
-use ipfs_oci::source::{Reference, SourceRegistry, credentials_from_docker_config};
+use ipfs_oci::source::{
+    Reference, SourceRegistry, credentials_from_docker_config, parse_reference,
+};
 use ipfs_oci::verified_stream::verified;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -266,7 +268,7 @@ async fn apply_source<S: IpfsStore>(
     ctx: &Context<S>,
     source: &str,
 ) -> Result<Action> {
-    let reference: Reference = source.parse().map_err(|e| {
+    let reference = parse_reference(source).map_err(|e| {
         Error::image(
             Reason::InvalidReference,
             format!("spec.source {source:?} is not a valid image reference: {e}"),
