@@ -1,5 +1,6 @@
-//! How the seed corpus was made (run by hand, never in CI): `cargo test -p ipfs-image-fuzz
-//! --test make_seeds -- --ignored`, with `IPFS_BIN` naming a Kubo binary. It builds the busybox
+//! How the seed corpus was made (run by hand, never in CI): `cargo run -p ipfs-image-fuzz
+//! --example make_seeds`, with `IPFS_BIN` naming a Kubo binary; it needs umoci, skopeo,
+//! docker-registry and tar. It builds the busybox
 //! test images (umoci), serves them from a real registry (Debian's docker-registry, the CNCF
 //! distribution registry docker.io also runs), converts them with this project's converter into
 //! a real Kubo, and writes what each parser sees in production into `fuzz/corpus/<target>/`:
@@ -67,9 +68,7 @@ fn fetch(addr: &str, path: &str) -> Vec<u8> {
         .to_vec()
 }
 
-#[test]
-#[ignore = "writes fuzz/corpus from real images: needs umoci, skopeo, docker-registry, tar, Kubo"]
-fn make_seeds() {
+fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut seeds = Seeds {
         root: fuzz.join("corpus"),
