@@ -193,6 +193,9 @@ def checks_for(label, objs, text):
         want_ns = [agent_ds["metadata"].get("namespace")] if label == "default" else ["ipfs-image", "platform-images"]
         if label in ("default", "all-features") and mirror_ns != want_ns:
             problems.append(f"agent --mirror-namespace values are {mirror_ns}, want {want_ns}")
+        # Private images answer original references only by the administrator's explicit choice.
+        if label == "default" and "--mirror-private-images" in args:
+            problems.append("agent --mirror-private-images is on by default")
         pre = agent_c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         want_flag = "--registries-dir" if label == "crio" else "--config-path"
         if "cleanup" not in pre or not any(a.startswith(want_flag) for a in pre):
@@ -204,7 +207,7 @@ def checks_for(label, objs, text):
                 problems.append(f"container {c['name']} lists port 5050 (would be a hostPort)")
             if p.get("name") not in ("metrics", "swarm", "swarm-quic"):
                 problems.append(f"container {c['name']} lists unexpected port {p}")
-    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, preStop cleanup", problems)
+    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, no private images, preStop cleanup", problems)
 
     # 3. configure-containerd init container with the containerd config_path hostPath (CRI-O:
     #    configure-registries with the registries.conf.d hostPath, and nothing of containerd's).
@@ -516,6 +519,7 @@ def self_test(path):
         "agent DaemonSet": lambda o: pod_spec(find(o, "DaemonSet", "agent")).update(hostNetwork=False),
         "registry on": lambda o: agent(o).update(args=["serve", "--listen=0.0.0.0:5050"]),
         "mirror namespaces": lambda o: agent(o)["args"].append("--mirror-namespace=*"),
+        "no private images": lambda o: agent(o)["args"].append("--mirror-private-images"),
         "Kubo API configured": lambda o: next(c for c in o if c.get("kind") == "ConfigMap")["data"].update(
             {"configure-kubo.sh": "cfg Addresses.API /ip4/0.0.0.0/tcp/5001"}),
         "Kubo runs non-root": lambda o: kubo(o, "agent").pop("command"),

@@ -143,6 +143,12 @@ pub struct ServeArgs {
     )]
     pub mirror_namespaces: Vec<String>,
 
+    /// Let IpfsImages imported with `imagePullSecrets` answer their original references too.
+    /// Off by default: the mirror asks no credentials, so every Pod naming such an image would
+    /// get it (they are served as `ipfs/<CID>` either way).
+    #[arg(long, env = "AGENT_MIRROR_PRIVATE_IMAGES")]
+    pub mirror_private_images: bool,
+
     /// This agent's Pod name (downward API), where it publishes its IPFS peer.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

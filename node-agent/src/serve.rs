@@ -153,7 +153,10 @@ async fn start_cluster(
         peer_selector: args.peer_selector.clone(),
         peer_interval: args.peer_interval,
         static_peers: args.peers.clone(),
-        mirror_namespaces: mirror_namespaces(args),
+        mirror_policy: cluster::catalog_sync::MirrorPolicy {
+            namespaces: mirror_namespaces(args),
+            private_images: args.mirror_private_images,
+        },
         pin_gauges: metrics.pins.clone(),
     };
     tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cluster::catalog_sync::{MirrorNamespaces, catalog_entries};
+use cluster::catalog_sync::{MirrorNamespaces, MirrorPolicy, catalog_entries};
 use cluster::peering::Peering;
 use cluster::{Report, Reporter};
 use ipfs_image_api::IpfsImage;
@@ -98,9 +98,14 @@ fn catalog_holds_ready_mirrored_sources_only() {
             json!({"source": "registry.test/app:1"}),
             json!({"phase": "Ready", "cid": CID_A}),
         ),
+        image(
+            "private",
+            json!({"source": "registry.test/secret:1", "imagePullSecrets": [{"name": "regcred"}]}),
+            json!({"phase": "Ready", "cid": CID_A}),
+        ),
     ];
     let objects: Vec<IpfsImage> = objects.iter().map(typed).collect();
-    let team_a = MirrorNamespaces::from_flags(&[NS.to_owned()]);
+    let team_a = MirrorPolicy::namespaces(MirrorNamespaces::from_flags(&[NS.to_owned()]));
     let entries = catalog_entries(&objects, &team_a);
     let got: Vec<(&str, String)> = entries
         .iter()
@@ -112,17 +117,37 @@ fn catalog_holds_ready_mirrored_sources_only() {
             ("nginx:1.25", CID_B.to_owned()),
             ("registry.test/app:1", CID_A.to_owned())
         ],
-        "Ready + mirror + source only, once each"
+        "Ready + mirror + source, no pull Secrets, once each"
     );
     assert_eq!(entries[0].registry, "docker.io");
     assert_eq!(entries[0].repository, "library/nginx");
     assert!(catalog_entries(&[], &team_a).is_empty());
     // Another namespace's objects never answer a reference; `*` is the explicit opt-in to all.
-    let other = MirrorNamespaces::from_flags(&["ipfs-image".to_owned()]);
-    assert!(catalog_entries(&objects, &other).is_empty());
-    assert!(catalog_entries(&objects, &MirrorNamespaces::from_flags(&[])).is_empty());
-    let all = MirrorNamespaces::from_flags(&["*".to_owned()]);
-    assert_eq!(catalog_entries(&objects, &all), entries);
+    let only = |ns: &[&str]| {
+        MirrorPolicy::namespaces(MirrorNamespaces::from_flags(
+            &ns.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        ))
+    };
+    assert!(catalog_entries(&objects, &only(&["ipfs-image"])).is_empty());
+    assert!(catalog_entries(&objects, &only(&[])).is_empty());
+    assert_eq!(catalog_entries(&objects, &only(&["*"])), entries);
+    // Images imported with pull Secrets answer references only when the administrator says so.
+    let private = MirrorPolicy {
+        private_images: true,
+        ..team_a
+    };
+    let with_private: Vec<String> = catalog_entries(&objects, &private)
+        .iter()
+        .map(|e| e.source.clone())
+        .collect();
+    assert_eq!(
+        with_private,
+        [
+            "nginx:1.25",
+            "registry.test/app:1",
+            "registry.test/secret:1"
+        ]
+    );
 }
 
 #[test]
@@ -144,7 +169,10 @@ fn catalog_entries_carry_the_check_time_and_source_digest() {
         ),
     ];
     let objects: Vec<IpfsImage> = objects.iter().map(typed).collect();
-    let entries = catalog_entries(&objects, &MirrorNamespaces::from_flags(&[NS.to_owned()]));
+    let entries = catalog_entries(
+        &objects,
+        &MirrorPolicy::namespaces(MirrorNamespaces::from_flags(&[NS.to_owned()])),
+    );
     assert_eq!(entries[0].checked, Some(1_767_323_045));
     assert_eq!(entries[0].source_digest, Some(digest.parse().unwrap()));
     assert_eq!(

@@ -7,21 +7,67 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::kube_world::{
-    AGENT_SA, ChartWorld, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE, get_json, write_file,
+    AGENT_SA, ChartWorld, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE, USER_NAMESPACE,
+    get_json, pull_secret_yaml, write_file,
 };
-use testkit::{Agent, PushFormat, TestImage, push_layout, wait_until};
+use testkit::{Agent, PushFormat, Registry, TestImage, push_layout, wait_until};
 
 const TENANT: &str = "tenant-b";
 const STEP: Duration = Duration::from_secs(90);
 
 fn image_yaml(namespace: &str, name: &str, source: &str) -> String {
+    image_with_spec(namespace, name, json!({"source": source}))
+}
+
+fn image_with_spec(namespace: &str, name: &str, spec: Value) -> String {
     json!({
         "apiVersion": "ipfsimage.dev/v1alpha1",
         "kind": "IpfsImage",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"source": source},
+        "spec": spec,
     })
     .to_string()
+}
+
+/// The operator binary as its ServiceAccount.
+fn start_operator(world: &ChartWorld, extra: &[&str]) -> OperatorProcess {
+    OperatorProcess::start(
+        &testkit::workspace_binary("ipfs-image-operator"),
+        &world
+            .api
+            .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+            .unwrap(),
+        "ipfs-image-operator-test",
+        world,
+        extra,
+    )
+    .unwrap()
+}
+
+/// The agent binary as its ServiceAccount, as node `node` of the chart's release namespace.
+fn start_agent(world: &ChartWorld, node: &str, extra: &[&str]) -> (Agent, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let mut args = vec![
+        "--node-name",
+        node,
+        "--state-dir",
+        &state_dir,
+        "--pod-namespace",
+        RELEASE_NAMESPACE,
+    ];
+    args.extend_from_slice(extra);
+    let agent = Agent::start_in_cluster(
+        &testkit::workspace_binary("ipfs-image-agent"),
+        &world.ipfs.api_url,
+        &world
+            .api
+            .service_account(RELEASE_NAMESPACE, AGENT_SA)
+            .unwrap(),
+        &args,
+    )
+    .unwrap();
+    (agent, state)
 }
 
 /// `HEAD /v2/<repo>/manifests/<reference>` on the agent: status and `Docker-Content-Digest`.
@@ -133,30 +179,9 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}}]
         .kubeconfig_for("mallory", &["system:authenticated"])
         .unwrap();
 
-    let operator = OperatorProcess::start(
-        &testkit::workspace_binary("ipfs-image-operator"),
-        &api.service_account(RELEASE_NAMESPACE, OPERATOR_SA).unwrap(),
-        "ipfs-image-operator-test",
-        &world,
-        &[],
-    )
-    .unwrap();
+    let operator = start_operator(&world, &[]);
     // The chart's agent: its own namespace (POD_NAMESPACE) is the one that answers references.
-    let state = tempfile::tempdir().unwrap();
-    let agent = Agent::start_in_cluster(
-        &testkit::workspace_binary("ipfs-image-agent"),
-        &world.ipfs.api_url,
-        &api.service_account(RELEASE_NAMESPACE, AGENT_SA).unwrap(),
-        &[
-            "--node-name",
-            "node-1",
-            "--state-dir",
-            &state.path().display().to_string(),
-            "--pod-namespace",
-            RELEASE_NAMESPACE,
-        ],
-    )
-    .unwrap();
+    let (agent, _state) = start_agent(&world, "node-1", &[]);
     let logs = || {
         format!(
             "operator log:\n{}\nagent log:\n{}",
@@ -268,5 +293,97 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}}]
             Some(&registry)
         ),
         (200, new)
+    );
+}
+
+/// An image imported with `imagePullSecrets`, in a namespace whose objects do answer original
+/// references: the mirror serves it only by CID, unless the administrator allows private images
+/// (`--mirror-private-images`). The mirror asks a Pod for no credentials.
+#[test]
+fn a_privately_imported_image_answers_no_original_reference() {
+    let world = ChartWorld::start().unwrap();
+    let ns = USER_NAMESPACE;
+    let private = Registry::start_with(Some(("u", "p"))).unwrap();
+    push_layout(
+        &world.layout,
+        TestImage::AMD64,
+        &private,
+        "test/secret:1",
+        PushFormat::Oci,
+    )
+    .unwrap();
+    world
+        .apply(
+            "regcred",
+            &pull_secret_yaml(ns, "regcred", &private.addr, ("u", "p")),
+        )
+        .unwrap();
+    let operator = start_operator(&world, &["--plain-http-registry", &private.addr]);
+    let (agent, _a) = start_agent(&world, "node-1", &["--mirror-namespace", ns]);
+    let (allowing, _b) = start_agent(
+        &world,
+        "node-2",
+        &["--mirror-namespace", ns, "--mirror-private-images"],
+    );
+    let logs = || {
+        format!(
+            "operator log:\n{}\nagent log:\n{}\nagent (private allowed) log:\n{}",
+            operator.log_text(),
+            agent.log(),
+            allowing.log()
+        )
+    };
+
+    let source = format!("{}/test/secret:1", private.addr);
+    world
+        .apply(
+            "secret",
+            &image_with_spec(
+                ns,
+                "secret",
+                json!({"source": source, "imagePullSecrets": [{"name": "regcred"}]}),
+            ),
+        )
+        .unwrap();
+    let status = ready(&world, ns, "secret", &logs);
+    // A public image made Ready after it: once an agent answers this one, it has seen the
+    // private one too (one watch, in order).
+    world
+        .apply("marker", &image_yaml(ns, "marker", &world.busybox()))
+        .unwrap();
+    ready(&world, ns, "marker", &logs);
+    let registry = world.registry.addr.clone();
+    for a in [&agent, &allowing] {
+        let mut last = (0, String::new());
+        if let Err(e) = wait_until("marker answered by the mirror", STEP, || {
+            last = head(a, "test/busybox/manifests/1", Some(&registry));
+            Ok(last.0 == 200)
+        }) {
+            panic!("{e:#}: {last:?}\n{}", logs());
+        }
+    }
+
+    let digest = status["sourceDigest"].as_str().unwrap().to_owned();
+    let by_tag = head(&agent, "test/secret/manifests/1", Some(&private.addr));
+    assert_eq!(
+        by_tag,
+        (404, String::new()),
+        "a private image answered its tag without credentials\n{}",
+        logs()
+    );
+    let by_digest = format!("test/secret/manifests/{digest}");
+    assert_eq!(head(&agent, &by_digest, Some(&private.addr)).0, 404);
+    let cid = status["cid"].as_str().unwrap();
+    assert_eq!(
+        head(&agent, &format!("ipfs/{cid}/manifests/latest"), None).0,
+        200,
+        "still served by CID"
+    );
+    // The administrator's opt-in: then it answers, with the source's digest.
+    assert_eq!(
+        head(&allowing, "test/secret/manifests/1", Some(&private.addr)),
+        (200, digest),
+        "{}",
+        logs()
     );
 }

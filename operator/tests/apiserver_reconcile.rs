@@ -9,7 +9,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use ipfs_oci::content_id::{parse_cid, to_base32};
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
@@ -17,7 +16,7 @@ use ipfs_oci::source::{Reference, SourceOptions, SourceRegistry};
 use serde_json::{Value, json};
 use testkit::kube_world::{
     ChartWorld, OPERATOR_GRANTS, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE,
-    USER_NAMESPACE as NS, assert_calls_granted, get_json,
+    USER_NAMESPACE as NS, assert_calls_granted, get_json, pull_secret_yaml,
 };
 use testkit::{
     KubeApi, PushFormat, Registry, TestImage, block_on, push_layout, sum_metric, wait_until,
@@ -98,15 +97,6 @@ fn event_reasons(api: &KubeApi, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn docker_config_secret(name: &str, registry: &str, user: &str, password: &str) -> String {
-    let config = json!({"auths": {registry: {"username": user, "password": password}}});
-    let encoded =
-        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&config).unwrap());
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS},
-        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": encoded}})
-    .to_string()
-}
-
 #[test]
 fn bad_input_pull_secrets_and_registry_refusals_become_reasons() {
     let world = ChartWorld::start().unwrap();
@@ -141,7 +131,7 @@ fn bad_input_pull_secrets_and_registry_refusals_become_reasons() {
         world
             .apply(
                 name,
-                &docker_config_secret(name, &private.addr, user, password),
+                &pull_secret_yaml(NS, name, &private.addr, (user, password)),
             )
             .unwrap();
     }

@@ -157,6 +157,23 @@ impl ChartWorld {
     }
 }
 
+/// A `kubernetes.io/dockerconfigjson` Secret `namespace/name` with a login for `registry`.
+pub fn pull_secret_yaml(
+    namespace: &str,
+    name: &str,
+    registry: &str,
+    (user, password): (&str, &str),
+) -> String {
+    use base64::Engine as _;
+    let config = serde_json::json!({"auths": {registry: {"username": user, "password": password}}});
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&config).expect("JSON"));
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": encoded}})
+    .to_string()
+}
+
 /// The operator binary (`run`) as the identity of `kubeconfig`, one replica named `pod`, with
 /// short backoffs and no peer publishing (it has no Pod of its own here).
 pub struct OperatorProcess {

@@ -1,6 +1,7 @@
 //! The mirror catalog from the cluster: the `{spec.source, status.cid}` of every Ready
 //! `IpfsImage` with `spec.mirror` on and a `spec.source`, in a namespace the administrator lets
-//! answer original references, merged with the standalone file.
+//! answer original references, imported without pull Secrets unless the administrator allows
+//! those too, merged with the standalone file.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,13 +44,37 @@ impl MirrorNamespaces {
     }
 }
 
-/// The catalog entries the objects give: Ready, mirrored, with a source and a CID, in an
-/// allowed namespace. Objects whose source or CID does not parse are skipped (and logged): one
+/// Which objects may answer original references on every node: the administrator's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorPolicy {
+    pub namespaces: MirrorNamespaces,
+    /// Also images imported with `imagePullSecrets`. Off by default: the mirror asks a Pod for
+    /// no credentials, so a private image would reach every Pod that names it.
+    pub private_images: bool,
+}
+
+impl MirrorPolicy {
+    /// `namespaces`, private images left out (the default).
+    pub fn namespaces(namespaces: MirrorNamespaces) -> Self {
+        Self {
+            namespaces,
+            private_images: false,
+        }
+    }
+
+    fn allows(&self, obj: &IpfsImage) -> bool {
+        self.namespaces.allows(&obj.namespace().unwrap_or_default())
+            && (self.private_images || obj.spec.image_pull_secrets.is_empty())
+    }
+}
+
+/// The catalog entries the objects give: Ready, mirrored, with a source and a CID, allowed by
+/// the policy. Objects whose source or CID does not parse are skipped (and logged): one
 /// bad object must not empty the mirror for everyone. Sorted and without duplicates, so equal
 /// inputs give equal outputs.
 pub fn catalog_entries<'a>(
     objects: impl IntoIterator<Item = &'a IpfsImage>,
-    allowed: &MirrorNamespaces,
+    policy: &MirrorPolicy,
 ) -> Vec<CatalogEntry> {
     let mut entries: Vec<CatalogEntry> = Vec::new();
     for obj in objects {
@@ -57,8 +82,8 @@ pub fn catalog_entries<'a>(
         if status.phase != Some(Phase::Ready) || !obj.spec.mirror {
             continue;
         }
-        // Objects elsewhere still serve as `ipfs/<CID>`; they just never answer a reference.
-        if !allowed.allows(&obj.namespace().unwrap_or_default()) {
+        // Objects left out still serve as `ipfs/<CID>`; they just never answer a reference.
+        if !policy.allows(obj) {
             continue;
         }
         let (Some(source), Some(cid)) = (&obj.spec.source, &status.cid) else {
@@ -114,7 +139,7 @@ pub async fn run(
     mut images: ImagesRx,
     catalog: Arc<Catalog>,
     file: Option<Arc<Catalog>>,
-    allowed: MirrorNamespaces,
+    policy: MirrorPolicy,
     reporter: Reporter,
 ) {
     let mut cluster: Option<Vec<CatalogEntry>> = None;
@@ -129,7 +154,7 @@ pub async fn run(
                 }
                 let snapshot = images.borrow_and_update().clone();
                 if let Some(objects) = snapshot {
-                    let entries = catalog_entries(objects.values(), &allowed);
+                    let entries = catalog_entries(objects.values(), &policy);
                     if cluster.as_ref() != Some(&entries) {
                         cluster = Some(entries);
                         changed = true;

@@ -49,8 +49,8 @@ pub struct ClusterConfig {
     pub peer_interval: Duration,
     /// Peers from `--peer`, kept in addition to the Pods'.
     pub static_peers: Vec<PeerInfo>,
-    /// Namespaces whose IpfsImages answer original references through the mirror.
-    pub mirror_namespaces: catalog_sync::MirrorNamespaces,
+    /// Which IpfsImages answer original references through the mirror.
+    pub mirror_policy: catalog_sync::MirrorPolicy,
     /// Set after each prefetch pass to what this node's pins hold.
     pub pin_gauges: crate::metrics::PinGauges,
 }
@@ -127,7 +127,7 @@ pub fn start<S: IpfsStore + 'static>(
             images_rx.clone(),
             catalog,
             file_catalog,
-            config.mirror_namespaces.clone(),
+            config.mirror_policy.clone(),
             reporter.clone(),
         )),
         tokio::spawn(node::run(
