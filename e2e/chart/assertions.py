@@ -432,11 +432,21 @@ def checks_for(label, objs, text):
             problems.append("no PVC for the operator's Kubo repo")
         if "hostPath" not in next(v for v in ds["volumes"] if v["name"] == "kubo-repo"):
             problems.append("agent Kubo repo is not a hostPath by default")
-        optional = {"ServiceMonitor", "NetworkPolicy", "Secret", "Service"}
+        optional = {"ServiceMonitor", "NetworkPolicy", "Service"}
         present = optional & {o.get("kind") for o in objs}
         if present:
             problems.append(f"optional objects rendered by default: {sorted(present)}")
-        check(f"[{label}] defaults: agent tolerates all taints, system-node-critical, PVC, no optional objects", problems)
+        # A private IPFS network by default: one Secret, a generated key, mounted by both Kubos.
+        secrets = [o for o in objs if o.get("kind") == "Secret"]
+        key = (secrets[0].get("stringData") or {}).get("swarm.key", "") if len(secrets) == 1 else ""
+        if not re.fullmatch(r"/key/swarm/psk/1\.0\.0/\n/base16/\n[0-9a-f]{64}\n?", key):
+            problems.append(f"default Secrets {[s['metadata']['name'] for s in secrets]}: no generated swarm key ({key!r})")
+        for kind in ("Deployment", "DaemonSet"):
+            w = next(o for o in objs if o.get("kind") == kind)
+            vols = {v["name"]: v for v in pod_spec(w).get("volumes", [])}
+            if secrets and vols.get("swarm-key", {}).get("secret", {}).get("secretName") != secrets[0]["metadata"]["name"]:
+                problems.append(f"{kind} does not mount the swarm key Secret")
+        check(f"[{label}] defaults: agent tolerates all taints, system-node-critical, PVC, a generated swarm key, no optional objects", problems)
 
     # 11. Optional objects have a sane shape (kinds kubernetes-validate does not know).
     problems = []
@@ -519,6 +529,7 @@ def self_test(path):
         "agent DaemonSet": lambda o: pod_spec(find(o, "DaemonSet", "agent")).update(hostNetwork=False),
         "registry on": lambda o: agent(o).update(args=["serve", "--listen=0.0.0.0:5050"]),
         "mirror namespaces": lambda o: agent(o)["args"].append("--mirror-namespace=*"),
+        "a generated swarm key": lambda o: o.remove(next(x for x in o if x.get("kind") == "Secret")),
         "no private images": lambda o: agent(o)["args"].append("--mirror-private-images"),
         "Kubo API configured": lambda o: next(c for c in o if c.get("kind") == "ConfigMap")["data"].update(
             {"configure-kubo.sh": "cfg Addresses.API /ip4/0.0.0.0/tcp/5001"}),

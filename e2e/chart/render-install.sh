@@ -16,8 +16,12 @@ render() {
 # ipfs-image-operator: everything for `kubectl apply -f manifests/install.yaml`.
 #
 # Generated; do not edit. It is the Helm chart charts/ipfs-image with default values:
-#   helm template ipfs-image charts/ipfs-image --namespace ipfs-image --include-crds
-# with the Namespace below added. Regenerate with e2e/chart/render-install.sh;
+#   helm template ipfs-image charts/ipfs-image --namespace ipfs-image --include-crds \
+#     --set swarmKey.existingSecret=ipfs-image-swarm-key
+# with the Namespace below added. The private network's key is not in this file (everyone
+# applying it would share one): create it once, and the Pods start when it exists:
+#   kubectl -n ipfs-image create secret generic ipfs-image-swarm-key --from-file=swarm.key=<(
+#     printf '/key/swarm/psk/1.0.0/\n/base16/\n%s\n' "$(od -vN 32 -An -tx1 /dev/urandom | tr -d ' \n')") Regenerate with e2e/chart/render-install.sh;
 # e2e/chart/test.sh fails when this file differs from a fresh render.
 #
 # containerd on every node must read registry hosts from /etc/containerd/certs.d
@@ -33,7 +37,8 @@ metadata:
     # The agent needs hostNetwork and hostPath volumes (containerd's config_path, its Kubo repo).
     pod-security.kubernetes.io/enforce: privileged
 HEADER
-  "$helm" template ipfs-image "$root/charts/ipfs-image" --namespace ipfs-image --include-crds
+  "$helm" template ipfs-image "$root/charts/ipfs-image" --namespace ipfs-image --include-crds \
+    --set swarmKey.existingSecret=ipfs-image-swarm-key
 }
 
 if [ "${1:-}" = --stdout ]; then

@@ -73,6 +73,7 @@ check "helm lint (all optional features on)" "$helm" lint --strict "$chart" -f "
 render_to() { local out=$1; shift; render "$@" >"$out"; }
 check "helm template (default values)" render_to "$tmp/default.yaml" --include-crds
 check "helm template (all optional features on)" render_to "$tmp/all.yaml" -f "$all"
+check "helm template (swarmKey.enabled=false)" render_to "$tmp/public.yaml" --set swarmKey.enabled=false
 variants=( # helm arguments, split on spaces
   "--set swarmKey.enabled=true,swarmKey.existingSecret=ipfs-swarm-key"
   "--set operator.persistence.enabled=false,agent.kubo.repo.type=emptyDir"
@@ -185,8 +186,6 @@ check_fails_with "values schema rejects kubo.image.tag=latest" 'tag' \
   "$helm" template ipfs-image "$chart" --set kubo.image.tag=latest
 check_fails_with "values schema rejects port 5001 for metrics" 'metricsPort' \
   "$helm" template ipfs-image "$chart" --set agent.metricsPort=5001
-check_fails_with "swarmKey.enabled without a key or Secret fails with a clear message" 'swarmKey.existingSecret or swarmKey.key' \
-  "$helm" template ipfs-image "$chart" --set swarmKey.enabled=true
 check_fails_with "operator.replicas=2 with a PVC fails with a clear message" 'keep operator.replicas: 1' \
   "$helm" template ipfs-image "$chart" --set operator.replicas=2
 check_fails_with "runtime=crio with mirrorAllRegistries fails with a clear message" 'no catch-all mirror' \
@@ -233,8 +232,10 @@ has_call() { grep -qxF -- "$2" "$1/repo/calls" || fail "missing call: ipfs $2"; 
 kubo_case_default() {
   local d="$tmp/kubo-default" envs
   mapfile -t envs < <(kubo_env "$tmp/default.yaml" agent)
-  kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" || return 1
-  kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" || return 1 # a restart: the repo exists
+  printf '/key/swarm/psk/1.0.0/\n/base16/\n%064d\n' 1 >"$tmp/default-swarm.key"
+  kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" KUBO_SWARM_KEY_FILE="$tmp/default-swarm.key" || return 1
+  # a restart: the repo exists
+  kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" KUBO_SWARM_KEY_FILE="$tmp/default-swarm.key" || return 1
   [ "$(grep -c '^init' "$d/repo/calls")" = 1 ] || fail "ipfs init ran $(grep -c '^init' "$d/repo/calls") times"
   has_call "$d" 'config Addresses.API /ip4/127.0.0.1/tcp/5001' || return 1
   # The agent's Kubo has a gateway, on loopback only (the agent reads blobs there).
@@ -247,9 +248,24 @@ kubo_case_default() {
   has_call "$d" 'config Routing.Type none' || return 1
   has_call "$d" 'config Datastore.StorageMax 20GB' || return 1
   has_call "$d" 'config Plugins.Plugins.telemetry.Config.Mode off' || return 1
-  has_call "$d" 'config --json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4001","/ip6/::/tcp/4001","/ip4/0.0.0.0/udp/4001/quic-v1","/ip6/::/udp/4001/quic-v1"]' || return 1
+  # A private network by default: the key installed, TCP only.
+  has_call "$d" 'config --json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4001","/ip6/::/tcp/4001"]' || return 1
+  cmp "$tmp/default-swarm.key" "$d/repo/swarm.key" || fail "the default render does not install the swarm key"
   if grep -v '^config Addresses.API' "$d/repo/calls" | grep -q '/tcp/5001'; then fail "5001 configured elsewhere"; fi
+}
+kubo_case_public() {
+  local d="$tmp/kubo-public" envs
+  mapfile -t envs < <(kubo_env "$tmp/public.yaml" agent)
+  kubo_init "$tmp/public.yaml" "$d" "${envs[@]}" || return 1
+  has_call "$d" 'config --json Addresses.Swarm ["/ip4/0.0.0.0/tcp/4001","/ip6/::/tcp/4001","/ip4/0.0.0.0/udp/4001/quic-v1","/ip6/::/udp/4001/quic-v1"]' || return 1
   if [ -e "$d/repo/swarm.key" ]; then fail "swarm.key without a private network"; fi
+  if grep -q 'kind: Secret' "$tmp/public.yaml"; then fail "a Secret rendered with swarmKey.enabled=false"; fi
+}
+# The generated key is random (two renders differ), never one key for every installation.
+swarm_key_of() { "$py" -c 'import sys, yaml; print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "Secret")["stringData"]["swarm.key"])' "$1"; }
+keys_differ() {
+  render_to "$tmp/default-again.yaml" || return 1
+  [ "$(swarm_key_of "$tmp/default.yaml")" != "$(swarm_key_of "$tmp/default-again.yaml")" ] || fail "two renders generated the same swarm key"
 }
 kubo_case_private() {
   local d="$tmp/kubo-private" envs first last
@@ -269,11 +285,13 @@ kubo_case_private() {
   last=$(grep -n 'Datastore.StorageMax' "$d/repo/calls" | cut -d: -f1)
   [ "$first" -gt "$last" ] || fail "extraConfig applied before the chart's settings"
   # turning the private network off again removes the key
-  mapfile -t envs < <(kubo_env "$tmp/default.yaml" operator)
-  kubo_init "$tmp/default.yaml" "$d" "${envs[@]}" || return 1
+  mapfile -t envs < <(kubo_env "$tmp/public.yaml" operator)
+  kubo_init "$tmp/public.yaml" "$d" "${envs[@]}" || return 1
   if [ -e "$d/repo/swarm.key" ]; then fail "swarm.key left behind"; fi
 }
-check "kubo-init script (sh, stub ipfs): API and the agent's gateway on 127.0.0.1, no bootstrap/mDNS/AutoConf, init once" kubo_case_default
+check "kubo-init script (sh, stub ipfs): API and the agent's gateway on 127.0.0.1, no bootstrap/mDNS/AutoConf, init once, private network" kubo_case_default
+check "kubo-init script (sh, stub ipfs): swarmKey.enabled=false: QUIC too, no key, no Secret" kubo_case_public
+check "the generated swarm key differs between two renders" keys_differ
 check "kubo-init script (sh, stub ipfs): private network key installed 0400, TCP only, extraConfig last, no gateway on the operator's Kubo" kubo_case_private
 
 # --- plain manifests, Dockerfiles, scripts, kind e2e ------------------------------------------

@@ -219,6 +219,24 @@ configure_log=$(k -n "$ns" logs "$agent_pod" -c configure-containerd)
 grep -q "containerd reads the mirror's hosts.toml" <<<"$configure_log" ||
   node_die "configure-containerd did not check containerd's config: $configure_log"
 ! grep -q "MIRROR NOT USED" <<<"$configure_log" || node_die "configure-containerd: $configure_log"
+# A private IPFS network by default: the chart generated a key, both Kubos run with it, and on
+# the node's disk only Kubo's user can read it.
+swarm_secret=$release-swarm-key
+swarm_key=$(k -n "$ns" get secret "$swarm_secret" -o jsonpath='{.data.swarm\.key}' | base64 -d)
+grep -Eq '^[0-9a-f]{64}$' <<<"$(sed -n 3p <<<"$swarm_key")" || node_die "the generated swarm key is malformed: $swarm_key"
+k -n "$ns" exec "$operator_pod" -c kubo -- test -f /data/ipfs/swarm.key || node_die "the operator's Kubo has no swarm.key"
+key_mode=$(stat -c '%a %u' "$NODE_WORK/agent-kubo/swarm.key") || node_die "the agent's Kubo repo has no swarm.key"
+[ "$key_mode" = "400 1000" ] || node_die "the agent's swarm.key is mode/uid $key_mode, want 400 1000"
+repo_mode=$(stat -c '%a' "$NODE_WORK/agent-kubo")
+[ "$repo_mode" = 700 ] || node_die "the agent's Kubo repo is mode $repo_mode, want 700"
+cmp -s <(printf '%s\n' "$swarm_key") "$NODE_WORK/agent-kubo/swarm.key" || node_die "the agent's swarm.key is not the Secret's"
+# An upgrade keeps the key (looked up, not generated again), so no Pod is rolled for it.
+h upgrade "$release" "$NODE_ROOT/charts/ipfs-image" --namespace "$ns" --reuse-values --wait --timeout 3m >/dev/null
+[ "$(k -n "$ns" get secret "$swarm_secret" -o jsonpath='{.data.swarm\.key}' | base64 -d)" = "$swarm_key" ] ||
+  node_die "helm upgrade replaced the swarm key"
+[ "$(k -n "$ns" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')" = "$operator_pod" ] ||
+  node_die "helm upgrade rolled the operator Pod"
+echo "private network: generated key kept across helm upgrade, agent's swarm.key $key_mode" >&2
 # The agent reads blobs through its Kubo's loopback gateway (found through Kubo's RPC API).
 agent_uses_gateway() { k -n "$ns" logs "$agent_pod" -c agent | grep -q "reading blobs through Kubo's gateway"; }
 wait_for "the agent to read blobs through Kubo's gateway" 60 agent_uses_gateway
