@@ -186,6 +186,12 @@ check_fails_with "values schema rejects kubo.image.tag=latest" 'tag' \
   "$helm" template ipfs-image "$chart" --set kubo.image.tag=latest
 check_fails_with "values schema rejects port 5001 for metrics" 'metricsPort' \
   "$helm" template ipfs-image "$chart" --set agent.metricsPort=5001
+check_fails_with "values schema refuses kubo.extraConfig moving the RPC API" 'extraConfig' \
+  "$helm" template ipfs-image "$chart" --set-json 'kubo.extraConfig={"Addresses.API":"/ip4/0.0.0.0/tcp/5001"}'
+check_fails_with "values schema refuses kubo.extraConfig replacing Addresses" 'extraConfig' \
+  "$helm" template ipfs-image "$chart" --set-json 'kubo.extraConfig={"Addresses":{"API":"/ip4/0.0.0.0/tcp/5001"}}'
+check_fails_with "values schema refuses kubo.extraConfig moving the gateway" 'extraConfig' \
+  "$helm" template ipfs-image "$chart" --set-json 'kubo.extraConfig={"Addresses.Gateway":["/ip4/0.0.0.0/tcp/8080"]}'
 check_fails_with "operator.replicas=2 with a PVC fails with a clear message" 'keep operator.replicas: 1' \
   "$helm" template ipfs-image "$chart" --set operator.replicas=2
 check_fails_with "runtime=crio with mirrorAllRegistries fails with a clear message" 'no catch-all mirror' \
