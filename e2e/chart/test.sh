@@ -217,10 +217,15 @@ printf '%s\n' "$*" >>"$IPFS_PATH/calls"
 if [ "$1" = init ]; then echo '{}' >"$IPFS_PATH/config"; fi
 EOF
   chmod +x "$dir/bin/ipfs"
-  # The Kubo image's shell is busybox; use it when this machine has one.
-  local shell=(sh)
-  if command -v busybox >/dev/null; then shell=(busybox sh); fi
-  env -i PATH="$dir/bin:/usr/bin:/bin" IPFS_PATH="$dir/repo" "$@" "${shell[@]}" "$dir/init/configure-kubo.sh"
+  # The Kubo image's shell and tools are busybox's; with a busybox here, only its applets are on
+  # PATH (Debian's has no `install`, for one).
+  local shell=(sh) path="$dir/bin:/usr/bin:/bin" bb
+  if bb=$(command -v busybox); then
+    shell=("$bb" sh) path="$dir/bin:$dir/applets"
+    mkdir -p "$dir/applets"
+    for applet in $("$bb" --list); do ln -sf "$bb" "$dir/applets/$applet"; done
+  fi
+  env -i PATH="$path" IPFS_PATH="$dir/repo" "$@" "${shell[@]}" "$dir/init/configure-kubo.sh"
 }
 kubo_env() { # RENDER COMPONENT: the env of the kubo-init container as NAME=VALUE words
   "$py" - "$@" <<'PY'

@@ -49,7 +49,11 @@ cfg Datastore.StorageMax "$KUBO_STORAGE_MAX"
 # and Kubo turns them off by itself when they are left unset.
 cfg --json Swarm.Transports.Network '{}'
 if [ "$KUBO_PRIVATE_NETWORK" = true ]; then
-  install -m 0400 "$KUBO_SWARM_KEY_FILE" "$IPFS_PATH/swarm.key.new"
+  # Readable by Kubo's user only from the first byte (umask), then read-only; plain cp and
+  # chmod, since not every busybox has `install`.
+  rm -f "$IPFS_PATH/swarm.key.new"
+  (umask 077 && cp "$KUBO_SWARM_KEY_FILE" "$IPFS_PATH/swarm.key.new")
+  chmod 0400 "$IPFS_PATH/swarm.key.new"
   mv -f "$IPFS_PATH/swarm.key.new" "$IPFS_PATH/swarm.key"
   echo "kubo-init: private network (swarm.key installed)"
 else

@@ -236,7 +236,9 @@ seccompProfile:
 {{/* Checksums that roll the pods when the Kubo configuration changes. */}}
 {{- define "ipfs-image.kuboChecksums" -}}
 checksum/kubo-init: {{ include (print .Template.BasePath "/kubo-configmap.yaml") . | sha256sum }}
-{{- if and .Values.swarmKey.enabled (not .Values.swarmKey.existingSecret) }}
+{{- /* Only a key given in values can change in place; a generated one is looked up and kept
+       (and would render differently on every include). */}}
+{{- if and .Values.swarmKey.enabled (not .Values.swarmKey.existingSecret) .Values.swarmKey.key }}
 checksum/swarm-key: {{ include (print .Template.BasePath "/swarm-key-secret.yaml") . | sha256sum }}
 {{- end }}
 {{- end }}
