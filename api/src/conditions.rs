@@ -64,6 +64,8 @@ pub enum Reason {
     /// A registry pointed the operator (an auth realm or a redirect) at a loopback, link-local
     /// or cluster-internal address, which it refuses to contact.
     AddressRefused,
+    /// `spec.source` names a registry outside the operator's `--allowed-registry` list.
+    RegistryNotAllowed,
     /// The source is being converted and added to IPFS.
     Importing,
     /// The source was converted and added to IPFS.
@@ -86,7 +88,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tests and for pre-registering metric label values.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::InvalidReference,
         Reason::SecretNotFound,
         Reason::SecretInvalid,
@@ -104,6 +106,7 @@ impl Reason {
         Reason::ImageTooLarge,
         Reason::ImportTimedOut,
         Reason::AddressRefused,
+        Reason::RegistryNotAllowed,
         Reason::Importing,
         Reason::Imported,
         Reason::Pinning,
@@ -135,6 +138,7 @@ impl Reason {
             Reason::ImageTooLarge => "ImageTooLarge",
             Reason::ImportTimedOut => "ImportTimedOut",
             Reason::AddressRefused => "AddressRefused",
+            Reason::RegistryNotAllowed => "RegistryNotAllowed",
             Reason::Importing => "Importing",
             Reason::Imported => "Imported",
             Reason::Pinning => "Pinning",
@@ -192,6 +196,9 @@ impl Reason {
             Reason::AddressRefused => {
                 "the registry sent the operator to an address it refuses (--refuse-network): use a registry that does not"
             }
+            Reason::RegistryNotAllowed => {
+                "use an image from a registry the operator's --allowed-registry lists (chart operator.allowedRegistries), or ask an administrator to add this one"
+            }
             Reason::WaitingForReplicas => {
                 "check the node agents (kubectl get pods -l app.kubernetes.io/component=agent) and the messages in status.nodes"
             }
@@ -237,6 +244,7 @@ impl Reason {
                 | Reason::ImageTooLarge
                 | Reason::ImportTimedOut
                 | Reason::AddressRefused
+                | Reason::RegistryNotAllowed
         )
     }
 }
@@ -442,7 +450,7 @@ mod tests {
         assert!(Reason::DagTooDeep.is_failure());
         assert!(Reason::TooManyManifests.is_failure());
         let failures = Reason::ALL.iter().filter(|r| r.is_failure()).count();
-        assert_eq!(failures, 17, "every failure reason is listed in is_failure");
+        assert_eq!(failures, 18, "every failure reason is listed in is_failure");
         assert!(!Reason::Ready.is_failure());
         assert!(!Reason::WaitingForReplicas.is_failure());
         assert!(!Reason::TagMoved.is_failure());

@@ -325,6 +325,11 @@ def checks_for(label, objs, text):
         for flag in ("--max-image-size", "--import-timeout"):
             if arg_value(op.get("args", []), flag) in (None, "", "0", "0s"):
                 problems.append(f"operator {flag} is unset or off")
+        # The registry allow-list: empty by default (every registry), the values' list otherwise.
+        allowed = [a.split("=", 1)[1] for a in op.get("args", []) if a.startswith("--allowed-registry=")]
+        want_allowed = {"default": [], "all-features": ["docker.io", "ghcr.io", "*.corp.example", "registry.corp.example:5000"]}
+        if label in want_allowed and allowed != want_allowed[label]:
+            problems.append(f"operator --allowed-registry values are {allowed}, want {want_allowed[label]}")
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             if op.get(probe, {}).get("httpGet", {}).get("path") != path:
                 problems.append(f"{probe} is not {path}")

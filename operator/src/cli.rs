@@ -140,6 +140,17 @@ pub struct RunArgs {
     )]
     pub refused_networks: Vec<ipfs_oci::address::Network>,
 
+    /// A registry (`host[:port]`, or `*.example.com` for every host below example.com) that
+    /// `spec.source` may name; any other stops with reason `RegistryNotAllowed` before a request
+    /// is sent. Repeat or separate with commas. Empty (the default): every registry.
+    #[arg(
+        long = "allowed-registry",
+        value_name = "HOST",
+        env = "ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub allowed_registries: Vec<String>,
+
     /// How often layout pins the operator made whose image no IpfsImage holds any more (a
     /// status write that failed, a finalizer removed by hand) are removed; `0s` never.
     #[arg(long, env = "ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration)]

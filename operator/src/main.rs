@@ -50,6 +50,7 @@ fn main() -> std::process::ExitCode {
                     max_image_size: (args.max_image_size > 0).then_some(args.max_image_size),
                     import_timeout: (!args.import_timeout.is_zero()).then_some(args.import_timeout),
                     refused_networks: args.refused_networks,
+                    allowed_registries: args.allowed_registries,
                     orphan_sweep_interval: (!args.orphan_sweep_interval.is_zero())
                         .then_some(args.orphan_sweep_interval),
                 };

@@ -2,7 +2,8 @@
 //! kube-apiserver with the operator binary as its ServiceAccount: a real registry behind
 //! testkit's proxy sends a `WWW-Authenticate` realm on 127.0.0.2 (a listener there must see no
 //! connection) or on 169.254.169.254, and each import ends `AddressRefused`. A registry's error
-//! body reaches the condition and the Event cut short and without control characters.
+//! body reaches the condition and the Event cut short and without control characters. With a
+//! registry allow-list, a source elsewhere is refused before any request reaches it.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -197,4 +198,58 @@ fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned()
         assert!(text.chars().count() < 600, "{} chars", text.chars().count());
         assert!(!text.chars().any(char::is_control), "{text:?}");
     }
+}
+
+/// `--allowed-registry`: two proxies in front of one real registry, one of them listed. The
+/// other's import ends `RegistryNotAllowed` (Failed) and the proxy never sees a request.
+#[test]
+fn a_registry_outside_the_allow_list_is_refused_before_any_request() {
+    let world = ChartWorld::start().unwrap();
+    let listed = HttpProxy::start(&world.registry.addr, |_, _| None).unwrap();
+    let unlisted = HttpProxy::start(&world.registry.addr, |_, _| None).unwrap();
+    let kubeconfig = world
+        .api
+        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+        .unwrap();
+    let op = OperatorProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
+        &kubeconfig,
+        "op-allow-list",
+        &world,
+        &[
+            "--plain-http-registry",
+            &listed.addr,
+            "--plain-http-registry",
+            &unlisted.addr,
+            "--allowed-registry",
+            &format!("{},*.registry.example", listed.addr),
+        ],
+    )
+    .unwrap();
+    for (name, proxy) in [("listed", &listed), ("unlisted", &unlisted)] {
+        let source = format!("{}/test/busybox:1", proxy.addr);
+        world.apply(name, &image(name, &source)).unwrap();
+    }
+    let ready = ready_with(&world, &op, "unlisted", "RegistryNotAllowed");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains(&unlisted.addr) && message.contains("allowed-registry"),
+        "{message}"
+    );
+    let obj = get_json(&world.api, "ipfsimg", NS, "unlisted")
+        .unwrap()
+        .unwrap();
+    assert_eq!(obj["status"]["phase"], "Failed");
+    let mut last = Value::Null;
+    wait_until("listed Ready", STEP, || {
+        last = get_json(&world.api, "ipfsimg", NS, "listed")?.unwrap_or(Value::Null);
+        Ok(last["status"]["phase"] == "Ready")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+    assert!(!listed.requests().is_empty());
+    assert_eq!(
+        unlisted.requests(),
+        Vec::<String>::new(),
+        "a request reached the unlisted registry"
+    );
 }

@@ -2,7 +2,7 @@
 //! catalog is built from.
 
 use ipfs_image_agent::catalog::{CatalogEntry, parse};
-use ipfs_image_agent::cluster::catalog_sync::{MirrorNamespaces, catalog_entries};
+use ipfs_image_agent::cluster::catalog_sync::{MirrorNamespaces, MirrorPolicy, catalog_entries};
 use ipfs_image_api::IpfsImage;
 use ipfs_oci::content_id::to_base32;
 
@@ -30,7 +30,12 @@ pub fn catalog_file(data: &[u8]) {
         }
     }
     if let Ok(objects) = serde_json::from_str::<Vec<IpfsImage>>(text) {
-        let entries = catalog_entries(&objects, &MirrorNamespaces::All);
+        // The widest policy: every object the catalog may ever take reaches the parser.
+        let everything = MirrorPolicy {
+            namespaces: MirrorNamespaces::All,
+            private_images: true,
+        };
+        let entries = catalog_entries(&objects, &everything);
         assert!(entries.len() <= objects.len());
         assert!(entries.windows(2).all(|w| w[0] != w[1]), "duplicates");
     }

@@ -62,6 +62,8 @@ pub struct Config {
     /// Networks (besides loopback and link-local) a registry's auth realm or redirect may not
     /// point at: the cluster's own pod and service ranges.
     pub refused_networks: Vec<ipfs_oci::address::Network>,
+    /// Registries `spec.source` may name (`host[:port]` or `*.domain`); empty: every registry.
+    pub allowed_registries: Vec<String>,
     /// How often pins the operator made, whose image no object holds any more, are removed
     /// (`None`: never).
     pub orphan_sweep_interval: Option<Duration>,
@@ -80,6 +82,7 @@ impl Default for Config {
             max_image_size: Some(20 << 30),
             import_timeout: Some(Duration::from_secs(3600)),
             refused_networks: Vec::new(),
+            allowed_registries: Vec::new(),
             orphan_sweep_interval: Some(Duration::from_secs(600)),
         }
     }
@@ -102,6 +105,30 @@ impl Config {
                 refused: self.refused_networks.clone(),
             },
         }
+    }
+
+    /// Whether `spec.source` may name `registry` (host[:port] of a reference).
+    pub fn allows_registry(&self, registry: &str) -> bool {
+        self.allowed_registries.is_empty()
+            || self.allowed_registries.iter().any(|allowed| {
+                match allowed.strip_prefix("*.") {
+                    // A subdomain, at any depth, never the domain itself nor a look-alike suffix.
+                    Some(domain) => {
+                        let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
+                            if p.chars().all(|c| c.is_ascii_digit()) {
+                                h
+                            } else {
+                                registry
+                            }
+                        });
+                        host.len() > domain.len() + 1
+                            && host
+                                .to_ascii_lowercase()
+                                .ends_with(&format!(".{}", domain.to_ascii_lowercase()))
+                    }
+                    None => allowed.eq_ignore_ascii_case(registry),
+                }
+            })
     }
 
     /// Delay before retry number `failures` (1-based): base · 2^(failures-1), capped.
@@ -228,4 +255,38 @@ pub async fn run<S>(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_registry_allow_list_matches_hosts_and_subdomains_only() {
+        let open = Config::default();
+        assert!(open.allows_registry("anything.example:5000"), "empty: all");
+        let config = Config {
+            allowed_registries: vec!["docker.io".into(), "*.corp.example".into()],
+            ..Config::default()
+        };
+        for allowed in [
+            "docker.io",
+            "DOCKER.io",
+            "registry.corp.example",
+            "a.b.corp.example:5000",
+        ] {
+            assert!(config.allows_registry(allowed), "{allowed}");
+        }
+        for refused in [
+            "ghcr.io",
+            "docker.io:5000",
+            "corp.example",
+            "evilcorp.example",
+            "corp.example.evil",
+            ".corp.example",
+            "127.0.0.1:5000",
+        ] {
+            assert!(!config.allows_registry(refused), "{refused}");
+        }
+    }
 }

@@ -794,6 +794,16 @@ async fn source_registry<S: IpfsStore>(
     ctx: &Context<S>,
     reference: &Reference,
 ) -> Result<SourceRegistry> {
+    if !ctx.config.allows_registry(reference.registry()) {
+        return Err(Error::image(
+            Reason::RegistryNotAllowed,
+            format!(
+                "{} is not among the registries this operator imports from ({})",
+                reference.registry(),
+                ctx.config.allowed_registries.join(", ")
+            ),
+        ));
+    }
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut credentials = None;
