@@ -193,6 +193,9 @@ def checks_for(label, objs, text):
         want_ns = [agent_ds["metadata"].get("namespace")] if label == "default" else ["ipfs-image", "platform-images"]
         if label in ("default", "all-features") and mirror_ns != want_ns:
             problems.append(f"agent --mirror-namespace values are {mirror_ns}, want {want_ns}")
+        # Prefetch is bounded on every node by default.
+        if label == "default" and arg_value(args, "--prefetch-budget") in (None, "", "0"):
+            problems.append("agent --prefetch-budget is unset or off")
         # Private images answer original references only by the administrator's explicit choice.
         if label == "default" and "--mirror-private-images" in args:
             problems.append("agent --mirror-private-images is on by default")
@@ -207,7 +210,7 @@ def checks_for(label, objs, text):
                 problems.append(f"container {c['name']} lists port 5050 (would be a hostPort)")
             if p.get("name") not in ("metrics", "swarm", "swarm-quic"):
                 problems.append(f"container {c['name']} lists unexpected port {p}")
-    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, no private images, preStop cleanup", problems)
+    check(f"[{label}] agent DaemonSet: hostNetwork, registry on {AGENT_LISTEN}, mirror namespaces, no private images, a prefetch budget, preStop cleanup", problems)
 
     # 3. configure-containerd init container with the containerd config_path hostPath (CRI-O:
     #    configure-registries with the registries.conf.d hostPath, and nothing of containerd's).
@@ -535,6 +538,7 @@ def self_test(path):
         "registry on": lambda o: agent(o).update(args=["serve", "--listen=0.0.0.0:5050"]),
         "mirror namespaces": lambda o: agent(o)["args"].append("--mirror-namespace=*"),
         "a generated swarm key": lambda o: o.remove(next(x for x in o if x.get("kind") == "Secret")),
+        "a prefetch budget": lambda o: agent(o).update(args=[a for a in agent(o)["args"] if not a.startswith("--prefetch-budget")]),
         "no private images": lambda o: agent(o)["args"].append("--mirror-private-images"),
         "Kubo API configured": lambda o: next(c for c in o if c.get("kind") == "ConfigMap")["data"].update(
             {"configure-kubo.sh": "cfg Addresses.API /ip4/0.0.0.0/tcp/5001"}),

@@ -143,6 +143,13 @@ pub struct ServeArgs {
     )]
     pub mirror_namespaces: Vec<String>,
 
+    /// The most bytes of prefetched images (`spec.prefetch`) this node holds, each image counted
+    /// once by its `status.size`; images that would exceed it are not pinned (oldest object
+    /// first, so a new object never pushes out what the node holds) and their node entry says
+    /// so. Bytes, or with KiB/MiB/GiB/TiB; `0` turns the limit off.
+    #[arg(long, env = "AGENT_PREFETCH_BUDGET", default_value = "10GiB", value_parser = parse_size)]
+    pub prefetch_budget: u64,
+
     /// Let IpfsImages imported with `imagePullSecrets` answer their original references too.
     /// Off by default: the mirror asks no credentials, so every Pod naming such an image would
     /// get it (they are served as `ipfs/<CID>` either way).
@@ -174,7 +181,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB or TiB)"
+            ));
+        }
     };
     number
         .checked_mul(1 << shift)

@@ -158,6 +158,7 @@ async fn start_cluster(
             private_images: args.mirror_private_images,
         },
         pin_gauges: metrics.pins.clone(),
+        prefetch_budget: (args.prefetch_budget > 0).then_some(args.prefetch_budget),
     };
     tracing::info!(node = %config.node_name, "running in a Kubernetes cluster");
     cluster::start(

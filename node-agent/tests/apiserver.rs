@@ -671,3 +671,89 @@ fn two_agents_and_the_operator_share_the_status_by_server_side_apply() {
     assert_calls_granted(api, OPERATOR_SA, &OPERATOR_GRANTS);
     assert_calls_granted(api, AGENT_SA, &AGENT_GRANTS);
 }
+
+/// `--prefetch-budget`: a node holds at most that many bytes of prefetched images. Two images
+/// fit and are pinned; a third, created later, does not and says why, without pushing either
+/// out; once one of the first goes, the third is pinned.
+#[test]
+fn prefetch_keeps_to_the_nodes_budget() {
+    let world = ChartWorld::start().unwrap();
+    let api = &world.api;
+    let ipfs = kubo(&world.ipfs);
+    let cids: Vec<_> = block_on(async {
+        let mut out = Vec::new();
+        for text in ["first image", "second image", "late image"] {
+            out.push(ipfs.add_bytes(Bytes::from(text)).await.unwrap().cid);
+        }
+        out
+    });
+    world
+        .apply("node-1", &node_yaml("node-1", json!({})))
+        .unwrap();
+    let declare = |name: &str, cid: &ipfs_oci::Cid| {
+        let c = to_base32(cid);
+        world
+            .apply(
+                name,
+                &image_yaml(name, json!({"cid": c, "prefetch": {"nodeSelector": {}}})),
+            )
+            .unwrap();
+        // 100 MB each, as the operator would have measured them.
+        set_status(
+            api,
+            name,
+            json!({"phase": "Ready", "cid": c, "layoutCid": c, "size": 100_000_000}),
+        );
+    };
+    declare("first", &cids[0]);
+    declare("second", &cids[1]);
+    let kubeconfig = api.service_account(RELEASE_NAMESPACE, AGENT_SA).unwrap();
+    let agent = NodeAgent::start(
+        &kubeconfig,
+        &world.ipfs,
+        "node-1",
+        &["--status-interval", "1s", "--prefetch-budget", "250MB"],
+    );
+    let fail = |what: &str, e: anyhow::Error| -> ! {
+        panic!("{what}: {e:#}\nagent log:\n{}", agent.agent.log())
+    };
+    let pinned = |i: usize| block_on(ipfs.is_pinned(&cids[i])).unwrap();
+    let entry = |name: &str| nodes_of(api, name).into_iter().next();
+    wait_until("first and second pinned", STEP, || {
+        Ok(pinned(0)
+            && pinned(1)
+            && entry("first").is_some_and(|e| e["pinned"] == true)
+            && entry("second").is_some_and(|e| e["pinned"] == true))
+    })
+    .unwrap_or_else(|e| fail("within budget", e));
+
+    // The late image (250 MB = 262 144 000 bytes of budget; 200 000 000 held): refused.
+    declare("aa-late", &cids[2]);
+    // (Its first entry may say it waits for the import: the status came after the object.)
+    wait_until("aa-late's entry names the budget", STEP, || {
+        Ok(entry("aa-late").is_some_and(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("prefetch budget"))
+        }))
+    })
+    .unwrap_or_else(|e| fail("over budget", e));
+    let late = entry("aa-late").unwrap();
+    assert_eq!(late["pinned"], false, "{late}");
+    let message = late["message"].as_str().unwrap();
+    assert!(
+        message.contains("prefetch budget") && message.contains("--prefetch-budget"),
+        "{message}"
+    );
+    assert!(!pinned(2), "over the budget");
+    assert!(pinned(0) && pinned(1), "a new object pushed out a held one");
+
+    // Room again: the late image is pinned.
+    api.kubectl(&["delete", "ipfsimg", "-n", NS, "second"])
+        .unwrap();
+    wait_until("aa-late pinned once second is gone", STEP, || {
+        Ok(pinned(2) && !pinned(1) && entry("aa-late").is_some_and(|e| e["pinned"] == true))
+    })
+    .unwrap_or_else(|e| fail("room again", e));
+    assert!(pinned(0));
+}

@@ -51,6 +51,8 @@ pub struct ClusterConfig {
     pub static_peers: Vec<PeerInfo>,
     /// Which IpfsImages answer original references through the mirror.
     pub mirror_policy: catalog_sync::MirrorPolicy,
+    /// The most bytes of prefetched images this node holds (`None`: no limit).
+    pub prefetch_budget: Option<u64>,
     /// Set after each prefetch pass to what this node's pins hold.
     pub pin_gauges: crate::metrics::PinGauges,
 }
@@ -151,6 +153,7 @@ pub fn start<S: IpfsStore + 'static>(
         prefetch::Node {
             name: config.node_name.clone(),
             gauges: config.pin_gauges.clone(),
+            budget: config.prefetch_budget,
         },
         reporter.clone(),
     )));

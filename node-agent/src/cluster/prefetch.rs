@@ -1,6 +1,6 @@
 //! Prefetch: pin `status.layoutCid` of every image whose `spec.prefetch.nodeSelector` matches
-//! this node; unpin (only what this agent pinned) when the object goes or stops matching; and
-//! report the outcome as this node's status entry.
+//! this node, within the node's prefetch budget; unpin (only what this agent pinned) when the
+//! object goes or stops matching; and report the outcome as this node's status entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,10 +47,56 @@ pub fn wanted(
         .collect()
 }
 
+/// Keep to `budget` bytes (`status.size`, each image counted once): what this agent already
+/// pinned first, then the oldest objects, so a new object can never push out what the node holds
+/// for others; the ones that do not fit are not pinned and say why.
+fn within_budget(
+    wanted: &mut BTreeMap<(String, String), Result<String, String>>,
+    images: &Images,
+    budget: u64,
+    pinned: &BTreeSet<String>,
+) {
+    let mut order: Vec<&(String, String)> = wanted.keys().collect();
+    order.sort_by_key(|k| {
+        let held = matches!(&wanted[*k], Ok(cid) if pinned.contains(cid));
+        let created = images[*k].metadata.creation_timestamp.clone().map(|t| t.0);
+        (!held, created, *k)
+    });
+    let order: Vec<(String, String)> = order.into_iter().cloned().collect();
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
+    for key in order {
+        let Some(Ok(cid)) = wanted.get(&key) else {
+            continue;
+        };
+        if held.contains_key(cid) {
+            continue;
+        }
+        let used: u64 = held.values().sum();
+        let verdict = match images[&key].status.as_ref().and_then(|s| s.size) {
+            None => Err(
+                "waiting for the image's size (status.size), which the prefetch budget needs"
+                    .to_owned(),
+            ),
+            Some(size) if used.saturating_add(size.max(0) as u64) > budget => Err(format!(
+                "not prefetched: this node's prefetch budget is {budget} bytes, {used} are held for earlier images and this one needs {size}; raise the agent's --prefetch-budget (chart agent.prefetchBudget)"
+            )),
+            Some(size) => {
+                held.insert(cid.clone(), size.max(0) as u64);
+                Ok(())
+            }
+        };
+        if let Err(why) = verdict {
+            wanted.insert(key, Err(why));
+        }
+    }
+}
+
 /// The node a prefetch loop pins for, and the gauges it keeps.
 pub struct Node {
     pub name: String,
     pub gauges: PinGauges,
+    /// The most bytes of prefetched images this node holds (`None`: no limit).
+    pub budget: Option<u64>,
 }
 
 pub async fn run<S: IpfsStore>(
@@ -111,7 +157,11 @@ async fn pass<S: IpfsStore>(
     node: &Node,
     reporter: &Reporter,
 ) -> bool {
-    let wanted = wanted(images, labels);
+    let mut wanted = wanted(images, labels);
+    if let Some(budget) = node.budget {
+        let ours: BTreeSet<String> = pins.pins().cloned().collect();
+        within_budget(&mut wanted, images, budget, &ours);
+    }
     let mut failed = false;
     let (mut pinned_now, mut unpinned_now) = (Vec::new(), Vec::new());
     // CID → Ok(()) when the node holds it pinned, Err(message) otherwise.
