@@ -1,6 +1,8 @@
 //! containerd registry configuration: `hosts.toml` files under containerd's `config_path`
-//! (never containerd's own config.toml). Files we replace are backed up and restored by
-//! `cleanup`; files we did not write are never deleted.
+//! (never containerd's own config.toml). A registry's existing file (an internal pull-through
+//! cache, a CA) is merged: the agent's mirror first, then every host it had, with its `server`
+//! and settings kept. Files we replace are backed up and restored byte for byte by `cleanup`;
+//! files we did not write are never deleted.
 
 use std::path::{Path, PathBuf};
 
@@ -75,47 +77,106 @@ impl HostsConfig {
         )
     }
 
-    fn mirror_file(&self, registry: &MirroredRegistry) -> String {
+    fn mirror_file(&self, registry: &MirroredRegistry, previous: Option<&str>) -> String {
         let mut s = format!("{MARKER}\n");
-        if let Some(u) = &registry.upstream {
-            s.push_str(&format!("server = \"{u}\"\n"));
+        let theirs = match previous.map(str::parse::<toml::Table>) {
+            None => None,
+            Some(Ok(table)) => {
+                s.push_str(&format!(
+                    "# Merged with the file this one replaced ({BACKUP}): this node's mirror first, then its hosts.\n"
+                ));
+                Some(table)
+            }
+            Some(Err(e)) => {
+                let why = e.message().replace('\n', " ");
+                s.push_str(&format!(
+                    "# The file this one replaced ({BACKUP}) is not valid TOML ({why}); it is kept there, not merged.\n"
+                ));
+                None
+            }
+        };
+        let mut table = toml::Table::new();
+        // Their upstream, when they named one: this node's own choice for this registry.
+        match theirs.as_ref().and_then(|t| t.get("server")) {
+            Some(server) => {
+                table.insert("server".into(), server.clone());
+            }
+            None => {
+                if let Some(u) = &registry.upstream {
+                    table.insert("server".into(), u.clone().into());
+                }
+            }
         }
-        s.push_str(&format!(
-            "\n[host.\"{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            self.mirror_endpoint
-        ));
+        let mut hosts = toml::Table::new();
+        let mut mirror = toml::Table::new();
+        mirror.insert(
+            "capabilities".into(),
+            toml::Value::Array(vec!["pull".into(), "resolve".into()]),
+        );
         if let Some(t) = &self.dial_timeout {
-            s.push_str(&format!("  dial_timeout = \"{t}\"\n"));
+            mirror.insert("dial_timeout".into(), t.clone().into());
         }
+        hosts.insert(self.mirror_endpoint.clone(), mirror.into());
+        if let Some(theirs) = &theirs {
+            // Their other settings (the server's CA, headers, …) as they were.
+            for (key, value) in theirs
+                .iter()
+                .filter(|(k, _)| *k != "server" && *k != "host")
+            {
+                table.insert(key.clone(), value.clone());
+            }
+            if let Some(toml::Value::Table(their_hosts)) = theirs.get("host") {
+                for (host, value) in their_hosts
+                    .iter()
+                    .filter(|(h, _)| **h != self.mirror_endpoint)
+                {
+                    hosts.insert(host.clone(), value.clone());
+                }
+            }
+        }
+        table.insert("host".into(), hosts.into());
+        s.push_str(&toml::to_string(&table).expect("a TOML table serialises"));
         s
     }
 
     /// Write the local `ipfs/<CID>` host and one mirror file per registry.
     pub fn write(&self, registries: &[MirroredRegistry]) -> Result<Vec<PathBuf>> {
-        let mut written = vec![write_one(
-            &self.config_path,
-            &self.local_host,
-            &self.local_file(),
-        )?];
+        let mut written = vec![write_one(&self.config_path, &self.local_host, |_| {
+            self.local_file()
+        })?];
         for r in registries {
-            written.push(write_one(&self.config_path, &r.host, &self.mirror_file(r))?);
+            written.push(write_one(&self.config_path, &r.host, |previous| {
+                self.mirror_file(r, previous)
+            })?);
         }
         Ok(written)
     }
 }
 
-fn write_one(config_path: &Path, host: &str, contents: &str) -> Result<PathBuf> {
+/// Write `host`'s file with `contents(previous)`, where `previous` is the file ours replaced (the
+/// backup, once one exists), so a rewrite merges the user's file, never our own.
+fn write_one(
+    config_path: &Path,
+    host: &str,
+    contents: impl FnOnce(Option<&str>) -> String,
+) -> Result<PathBuf> {
     let dir = config_path.join(host);
     if !dir.exists() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join(CREATED), "")?;
     }
     let file = dir.join("hosts.toml");
-    if file.exists() && !is_ours(&file) && !dir.join(BACKUP).exists() {
-        std::fs::rename(&file, dir.join(BACKUP))
+    let backup = dir.join(BACKUP);
+    if file.exists() && !is_ours(&file) && !backup.exists() {
+        std::fs::rename(&file, &backup)
             .with_context(|| format!("backing up {}", file.display()))?;
     }
-    write_atomically(&file, contents)?;
+    let previous = match std::fs::read_to_string(&backup) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", backup.display())),
+    };
+    write_atomically(&file, &contents(previous.as_deref()))?;
     Ok(file)
 }
 
@@ -179,8 +240,16 @@ mod tests {
         config(d.path()).write(&regs).unwrap();
         config(d.path()).write(&regs).unwrap(); // twice: the backup must still be the user's file
         let docker = std::fs::read_to_string(d.path().join("docker.io/hosts.toml")).unwrap();
-        assert!(docker.contains("server = \"https://registry-1.docker.io\""));
-        assert!(docker.contains("[host.\"http://127.0.0.1:5050\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"200ms\""));
+        assert!(docker.starts_with(MARKER), "{docker}");
+        assert!(
+            docker.contains("server = \"https://mine\""),
+            "their upstream is kept: {docker}"
+        );
+        let table: toml::Table = docker.parse().unwrap();
+        assert_eq!(
+            table["host"]["http://127.0.0.1:5050"]["dial_timeout"].as_str(),
+            Some("200ms")
+        );
         let default = std::fs::read_to_string(d.path().join("_default/hosts.toml")).unwrap();
         assert!(
             !default.contains("server ="),
@@ -199,6 +268,63 @@ mod tests {
         );
         assert!(!d.path().join("_default").exists());
         assert!(!d.path().join("localhost:5050").exists());
+    }
+
+    /// An existing file with its own mirror (a pull-through cache with a CA) and settings: ours
+    /// comes first, theirs after in their order, everything of theirs kept; rewriting merges the
+    /// backup again (never our own file); cleanup restores it byte for byte.
+    #[test]
+    fn merges_an_existing_file_with_its_mirror() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("ghcr.io")).unwrap();
+        let theirs = "# our pull-through cache\nserver = \"https://ghcr.io\"\nca = \"/etc/ssl/corp.pem\"\n\n[host.\"https://cache-b.corp\"]\n  capabilities = [\"pull\"]\n\n[host.\"https://cache-a.corp\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"/etc/ssl/cache.pem\"\n  [host.\"https://cache-a.corp\".header]\n    x-team = [\"images\"]\n";
+        std::fs::write(d.path().join("ghcr.io/hosts.toml"), theirs).unwrap();
+        let regs = vec![MirroredRegistry::parse("ghcr.io").unwrap()];
+        for _ in 0..2 {
+            config(d.path()).write(&regs).unwrap();
+            let merged = std::fs::read_to_string(d.path().join("ghcr.io/hosts.toml")).unwrap();
+            assert!(merged.starts_with(MARKER));
+            let table: toml::Table = merged.parse().unwrap();
+            assert_eq!(table["server"].as_str(), Some("https://ghcr.io"));
+            assert_eq!(table["ca"].as_str(), Some("/etc/ssl/corp.pem"));
+            let hosts: Vec<&String> = table["host"].as_table().unwrap().keys().collect();
+            assert_eq!(
+                hosts,
+                [
+                    "http://127.0.0.1:5050",
+                    "https://cache-b.corp",
+                    "https://cache-a.corp"
+                ],
+                "{merged}"
+            );
+            let a = &table["host"]["https://cache-a.corp"];
+            assert_eq!(a["ca"].as_str(), Some("/etc/ssl/cache.pem"));
+            assert_eq!(a["header"]["x-team"][0].as_str(), Some("images"));
+        }
+        cleanup(d.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("ghcr.io/hosts.toml")).unwrap(),
+            theirs
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_is_kept_aside_not_merged() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("quay.io")).unwrap();
+        std::fs::write(d.path().join("quay.io/hosts.toml"), "server = [oops\n").unwrap();
+        config(d.path())
+            .write(&[MirroredRegistry::parse("quay.io").unwrap()])
+            .unwrap();
+        let ours = std::fs::read_to_string(d.path().join("quay.io/hosts.toml")).unwrap();
+        assert!(ours.contains("is not valid TOML"), "{ours}");
+        let table: toml::Table = ours.parse().unwrap();
+        assert_eq!(table["server"].as_str(), Some("https://quay.io"));
+        cleanup(d.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("quay.io/hosts.toml")).unwrap(),
+            "server = [oops\n"
+        );
     }
 
     #[test]

@@ -399,6 +399,89 @@ fn a_pull_goes_on_from_the_upstream_when_ipfs_dies_mid_blob() {
     );
 }
 
+/// A node whose containerd already has a `hosts.toml` for the registry, with its own mirror (a
+/// pull-through cache: here a proxy before the registry). Through install the merged file keeps
+/// that mirror after the agent's: an image IPFS lacks comes through the cache, one IPFS holds
+/// from the agent; cleanup (the chart's uninstall) restores the file byte for byte.
+#[test]
+fn an_existing_hosts_toml_keeps_its_mirror_and_is_restored() {
+    let w = world();
+    let cache = HttpProxy::start(&w.registry.addr, |_, _| None).unwrap();
+    let dir = w.containerd.hosts_dir.join(&w.registry.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = format!(
+        "# this node's pull-through cache\nserver = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        w.registry.addr, cache.addr
+    );
+    std::fs::write(dir.join("hosts.toml"), &theirs).unwrap();
+    // Their file works before the install: the pull goes through the cache.
+    let direct = format!("{}/test/other-direct:1", w.registry.addr);
+    w.containerd.pull_with_hosts_dir(&direct).unwrap();
+    assert!(
+        cache
+            .requests()
+            .iter()
+            .any(|r| r.contains("/test/other-direct/manifests/")),
+        "{:?}",
+        cache.requests()
+    );
+
+    let catalog = write_catalog(
+        w.dir.path(),
+        &[(format!("{}/test/busybox:1", w.registry.addr), &w.cid)],
+    );
+    let agent = Agent::start(&agent_bin(), &w.ipfs.api_url, Some(&catalog), &[]).unwrap();
+    configure_containerd(&w, &agent);
+    let before = cache.requests().len();
+    // An image IPFS lacks: the agent misses, containerd goes on to their cache, not straight on.
+    let other = format!("{}/test/other:1", w.registry.addr);
+    w.containerd.pull_with_hosts_dir(&other).unwrap();
+    let through_cache: Vec<String> = cache.requests()[before..].to_vec();
+    assert!(
+        through_cache
+            .iter()
+            .any(|r| r.contains("/test/other/manifests/")),
+        "the node's cache was dropped from hosts.toml: {through_cache:?}\n{}",
+        std::fs::read_to_string(dir.join("hosts.toml")).unwrap()
+    );
+    assert!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("result", "miss")]
+        ) >= 1.0,
+        "the agent was asked first"
+    );
+    // An image IPFS holds: served by the agent.
+    let busybox = format!("{}/test/busybox:1", w.registry.addr);
+    w.containerd.pull_with_hosts_dir(&busybox).unwrap();
+    assert!(
+        agent.metric_sum(
+            "ipfs_image_agent_mirror_requests_total",
+            &[("result", "hit")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        w.containerd.image_digest(&busybox).unwrap(),
+        w.source_digest
+    );
+
+    let out = Command::new(agent_bin())
+        .args(["cleanup", "--config-path"])
+        .arg(&w.containerd.hosts_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts.toml")).unwrap(),
+        theirs,
+        "restored byte for byte"
+    );
+}
+
 /// One request that went through a [`Recorder`].
 #[derive(Debug, Clone)]
 struct Hit {
