@@ -150,6 +150,23 @@ check "chart crds/ is a copy of crds/ipfsimage.dev_ipfsimages.yaml (sync: e2e/ch
   cmp "$root/crds/ipfsimage.dev_ipfsimages.yaml" "$chart/crds/ipfsimage.dev_ipfsimages.yaml"
 check "extract the IpfsImage schema from the CRD" \
   "$py" "$here/crd_schema.py" "$root/crds/ipfsimage.dev_ipfsimages.yaml" v1alpha1 "$tmp/ipfsimage.schema.json"
+# The agents' admission policy names every status field but `nodes` as one an agent never
+# changes; a field added to the CRD must be added there too.
+policy_fields_ok() {
+  "$py" - "$root/crds/ipfsimage.dev_ipfsimages.yaml" "$tmp/default.yaml" <<'PY'
+import re, sys, yaml
+crd = yaml.safe_load(open(sys.argv[1]))
+status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+want = sorted(k for k in status if k != "nodes")
+docs = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+vap = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")
+text = "\n".join(v["expression"] for v in vap["spec"]["validations"])
+got = re.findall(r"has\(oldObject\.status\.([A-Za-z]+)\)", text)
+got = sorted(set(got) - {"nodes"})
+assert got == want, f"the policy checks {got}, the CRD's status has {want}"
+PY
+}
+check "the agents' admission policy covers every status field of the CRD but nodes" policy_fields_ok
 examples=("$root"/manifests/examples/*.yaml)
 if [ -e "${examples[0]}" ]; then
   for ex in "${examples[@]}"; do

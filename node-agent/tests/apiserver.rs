@@ -757,3 +757,166 @@ fn prefetch_keeps_to_the_nodes_budget() {
     .unwrap_or_else(|e| fail("room again", e));
     assert!(pinned(0));
 }
+
+/// The chart's admission policy on a real API server, with tokens bound to agent Pods on two
+/// nodes (as kubelet requests them): an agent patches its own Pod and its own node's
+/// `status.nodes` entry, and the server refuses it the other agent's Pod, the other node's entry
+/// and every other status field. The agent binary works under it with such a token.
+#[test]
+fn the_admission_policy_keeps_each_agent_to_its_pod_and_its_node_entry() {
+    let world = ChartWorld::start().unwrap();
+    let api = &world.api;
+    let policy =
+        testkit::kube_world::helm_template(&["templates/agent-admission-policy.yaml"]).unwrap();
+    world.apply("agent-policy", &policy).unwrap();
+    for (node, pod) in [("node-1", "agent-a"), ("node-2", "agent-b")] {
+        world.apply(node, &node_yaml(node, json!({}))).unwrap();
+        let spec = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": RELEASE_NAMESPACE},
+            "spec": {"nodeName": node, "serviceAccountName": AGENT_SA,
+                     "automountServiceAccountToken": false,
+                     "containers": [{"name": "agent", "image": "agent:1"}]}});
+        world.apply(pod, &spec.to_string()).unwrap();
+    }
+    let a = api
+        .pod_token_kubeconfig(RELEASE_NAMESPACE, AGENT_SA, "agent-a")
+        .unwrap();
+    // Raw patches as agent-a (kubectl would `get` first, which the agent may not).
+    let patch_as = |kubeconfig: &Path, pod: Option<&str>, kind: &str, patch: Value| {
+        block_on(async {
+            let client = KubeApi::client_with(kubeconfig).await.unwrap();
+            let params = kube::api::PatchParams::default();
+            let patch = match kind {
+                "json" => kube::api::Patch::Json::<Value>(serde_json::from_value(patch).unwrap()),
+                _ => kube::api::Patch::Merge(patch),
+            };
+            let result = match pod {
+                Some(pod) => kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+                    client,
+                    RELEASE_NAMESPACE,
+                )
+                .patch(pod, &params, &patch)
+                .await
+                .map(|_| ()),
+                None => kube::Api::<ipfs_image_api::IpfsImage>::namespaced(client, NS)
+                    .patch_status("img", &params, &patch)
+                    .await
+                    .map(|_| ()),
+            };
+            match result {
+                Ok(()) => (true, String::new()),
+                Err(kube::Error::Api(status)) => (false, status.message),
+                Err(e) => panic!("not an answer from the server: {e}"),
+            }
+        })
+    };
+    let annotate = |pod: &str, value: &str| {
+        let patch = json!({"metadata": {"annotations": {"test.ipfsimage.dev/probe": value}}});
+        patch_as(&a, Some(pod), "merge", patch)
+    };
+    // The policy takes effect once the server has compiled it: until then the other Pod is
+    // still writable (RBAC allows it), so wait for the first refusal.
+    let mut last = (true, String::new());
+    wait_until(
+        "the policy refuses agent-a the Pod of agent-b",
+        STEP,
+        || {
+            last = annotate("agent-b", "x");
+            Ok(!last.0)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {last:?}"));
+    assert!(last.1.contains("only its own Pod"), "{}", last.1);
+    let own = annotate("agent-a", "x");
+    assert!(own.0, "its own Pod: {}", own.1);
+
+    // An object with node-2's entry (as node-2's agent wrote it) and the operator's fields.
+    let ipfs = kubo(&world.ipfs);
+    let cid = block_on(ipfs.add_bytes(Bytes::from_static(b"policy test image")))
+        .unwrap()
+        .cid;
+    let c = to_base32(&cid);
+    world
+        .apply(
+            "img",
+            &image_yaml("img", json!({"cid": c, "prefetch": {"nodeSelector": {}}})),
+        )
+        .unwrap();
+    set_status(
+        api,
+        "img",
+        json!({"phase": "Ready", "cid": c, "layoutCid": c, "size": 17,
+               "nodes": [{"node": "node-2", "cid": c, "pinned": true, "bytes": 17}]}),
+    );
+    let status_patch =
+        |kubeconfig: &Path, kind: &str, patch: Value| patch_as(kubeconfig, None, kind, patch);
+    let refused = [
+        (
+            "json",
+            json!([{"op": "replace", "path": "/status/nodes/0/pinned", "value": false}]),
+            "only its own node's status.nodes entry",
+        ),
+        (
+            "merge",
+            json!({"status": {"phase": "Failed"}}),
+            "only status.nodes",
+        ),
+        (
+            "json",
+            json!([{"op": "add", "path": "/status/nodes/-",
+                    "value": {"node": "node-3", "pinned": true}}]),
+            "only its own node's status.nodes entry",
+        ),
+    ];
+    for (kind, patch, why) in &refused {
+        let (ok, stderr) = status_patch(&a, kind, patch.clone());
+        assert!(!ok && stderr.contains(why), "{patch}: {stderr}");
+    }
+    // The same ServiceAccount without a Pod-bound token (a client certificate): no node, no
+    // status writes.
+    let unbound = api.service_account(RELEASE_NAMESPACE, AGENT_SA).unwrap();
+    let own_entry = json!([{"op": "add", "path": "/status/nodes/-", "value": {"node": "node-1", "pinned": false}}]);
+    let (ok, stderr) = status_patch(&unbound, "json", own_entry.clone());
+    assert!(!ok && stderr.contains("bound to its Pod"), "{stderr}");
+    let before = get_image(api, "img").unwrap()["status"].clone();
+
+    // The agent binary with agent-a's token, as node-1: it pins the image, writes its entry and
+    // publishes its peer on its own Pod, all through the policy.
+    let agent = NodeAgent::start(
+        &a,
+        &world.ipfs,
+        "node-1",
+        &[
+            "--status-interval",
+            "1s",
+            "--pod-name",
+            "agent-a",
+            "--pod-namespace",
+            RELEASE_NAMESPACE,
+        ],
+    );
+    wait_until("node-1's entry and agent-a's peer", STEP, || {
+        let entry = nodes_of(api, "img")
+            .into_iter()
+            .any(|n| n["node"] == "node-1" && n["pinned"] == true);
+        let pod = get_json(api, "pod", RELEASE_NAMESPACE, "agent-a")?.unwrap_or(Value::Null);
+        Ok(entry && pod["metadata"]["annotations"]["ipfsimage.dev/peer"].is_string())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.agent.log()));
+    let after = get_image(api, "img").unwrap()["status"].clone();
+    let node2 = |s: &Value| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == "node-2")
+            .cloned()
+    };
+    assert_eq!(node2(&after), node2(&before), "node-2's entry untouched");
+    assert_eq!(after["phase"], "Ready");
+    assert!(
+        !agent.agent.log().contains("denied the request"),
+        "{}",
+        agent.agent.log()
+    );
+}

@@ -206,6 +206,44 @@ impl KubeApi {
         )
     }
 
+    /// A kubeconfig for a token of ServiceAccount `namespace/name` bound to Pod `pod` (a
+    /// TokenRequest, as kubelet makes for the Pod's projected token): the server adds the Pod's
+    /// and its node's names to the identity (`authentication.kubernetes.io/pod-name`,
+    /// `…/node-name`), which admission policies can check.
+    pub fn pod_token_kubeconfig(&self, namespace: &str, name: &str, pod: &str) -> Result<PathBuf> {
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            name,
+            "-n",
+            namespace,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration",
+            "1h",
+        ])?;
+        let pki = self.dir.path().join("pki");
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}-{name}-{pod}.kubeconfig"));
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "testkit", "cluster": {
+                "server": self.url,
+                "certificate-authority": pki.join("ca.crt"),
+            }}],
+            "users": [{"name": pod, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "testkit", "context": {"cluster": "testkit", "user": pod}}],
+            "current-context": "testkit",
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        Ok(path)
+    }
+
     fn write_kubeconfig(&self, path: &Path, user: &str, groups: &[&str]) -> Result<()> {
         let pki = self.dir.path().join("pki");
         let stem = path.with_extension("");
