@@ -122,6 +122,24 @@ fn configure_containerd(w: &World, agent: &Agent) {
     );
 }
 
+/// `ipfs_image_agent_mirror_requests_total{result}` of `agent`.
+fn mirror_requests(agent: &Agent, result: &str) -> f64 {
+    agent.metric_sum(
+        "ipfs_image_agent_mirror_requests_total",
+        &[("result", result)],
+    )
+}
+
+/// The agent binary's `args` (a subcommand other than `serve`), which must succeed.
+fn agent_command(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(agent_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `configure-containerd` with explicit mirror and upstream endpoints for `registry`.
 fn configure_hosts(
     containerd: &Containerd,
@@ -130,19 +148,17 @@ fn configure_hosts(
     registry: &str,
     upstream: &str,
 ) {
-    let out = Command::new(agent_bin())
-        .args(["configure-containerd", "--config-path"])
-        .arg(&containerd.hosts_dir)
-        .args(["--local-host", &agent.addr])
-        .args(["--mirror-endpoint", mirror_endpoint])
-        .args(["--registry", &format!("{registry}={upstream}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent_command(&[
+        "configure-containerd".as_ref(),
+        "--config-path".as_ref(),
+        containerd.hosts_dir.as_os_str(),
+        "--local-host".as_ref(),
+        agent.addr.as_ref(),
+        "--mirror-endpoint".as_ref(),
+        mirror_endpoint.as_ref(),
+        "--registry".as_ref(),
+        format!("{registry}={upstream}").as_ref(),
+    ]);
 }
 
 #[test]
@@ -215,12 +231,7 @@ fn pulls_by_cid_and_by_original_reference_with_the_upstream_stopped() {
     );
     let by_digest = format!("{}/test/busybox@{}", w.registry.addr, w.source_digest);
     w.containerd.pull_with_hosts_dir(&by_digest).unwrap();
-    assert!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "hit")]
-        ) >= 2.0
-    );
+    assert!(mirror_requests(&agent, "hit") >= 2.0);
     let cri_ref = w.containerd.cri_pull(&original).unwrap();
     assert!(cri_ref.starts_with("sha256:"));
 }
@@ -278,19 +289,8 @@ fn falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down() {
         w.containerd.image_digest(&other).unwrap(),
         registry_digest(&w.registry, "test/other:1")
     );
-    assert!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "miss")]
-        ) >= 1.0
-    );
-    assert_eq!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "hit")]
-        ),
-        0.0
-    );
+    assert!(mirror_requests(&agent, "miss") >= 1.0);
+    assert_eq!(mirror_requests(&agent, "hit"), 0.0);
     assert!(
         elapsed < Duration::from_secs(10),
         "fallback took {elapsed:?}"
@@ -445,36 +445,23 @@ fn an_existing_hosts_toml_keeps_its_mirror_and_is_restored() {
         std::fs::read_to_string(dir.join("hosts.toml")).unwrap()
     );
     assert!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "miss")]
-        ) >= 1.0,
+        mirror_requests(&agent, "miss") >= 1.0,
         "the agent was asked first"
     );
     // An image IPFS holds: served by the agent.
     let busybox = format!("{}/test/busybox:1", w.registry.addr);
     w.containerd.pull_with_hosts_dir(&busybox).unwrap();
-    assert!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "hit")]
-        ) >= 1.0
-    );
+    assert!(mirror_requests(&agent, "hit") >= 1.0);
     assert_eq!(
         w.containerd.image_digest(&busybox).unwrap(),
         w.source_digest
     );
 
-    let out = Command::new(agent_bin())
-        .args(["cleanup", "--config-path"])
-        .arg(&w.containerd.hosts_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent_command(&[
+        "cleanup".as_ref(),
+        "--config-path".as_ref(),
+        w.containerd.hosts_dir.as_os_str(),
+    ]);
     assert_eq!(
         std::fs::read_to_string(dir.join("hosts.toml")).unwrap(),
         theirs,
@@ -690,19 +677,8 @@ fn cri_pull_falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down
         gap < Duration::from_secs(1),
         "a request reached the upstream {gap:?} after the mirror's answer"
     );
-    assert!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "miss")]
-        ) >= 1.0
-    );
-    assert_eq!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "hit")]
-        ),
-        0.0
-    );
+    assert!(mirror_requests(&agent, "miss") >= 1.0);
+    assert_eq!(mirror_requests(&agent, "hit"), 0.0);
 
     // 2. IPFS killed before the pull: the image is in the catalog but cannot be served; the
     //    mirror answers an error at once, CRI falls back and the pull succeeds.
@@ -756,13 +732,7 @@ fn cri_pull_falls_back_to_the_upstream_fast_when_ipfs_lacks_the_image_or_is_down
         "{}",
         agent.metrics()
     );
-    assert_eq!(
-        agent.metric_sum(
-            "ipfs_image_agent_mirror_requests_total",
-            &[("result", "hit")]
-        ),
-        0.0
-    );
+    assert_eq!(mirror_requests(&agent, "hit"), 0.0);
 }
 
 /// The agent's verdict on a `config_path` list is what containerd does with it: 1.6 reads the

@@ -224,24 +224,35 @@ impl KubeApi {
             "--duration",
             "1h",
         ])?;
-        let pki = self.dir.path().join("pki");
         let path = self
             .dir
             .path()
             .join(format!("{namespace}-{name}-{pod}.kubeconfig"));
+        self.write_kubeconfig_for(&path, pod, serde_json::json!({"token": token.trim()}))?;
+        Ok(path)
+    }
+
+    /// A kubeconfig for this server with `user`'s credentials (`credentials` is the
+    /// kubeconfig's `user` object).
+    fn write_kubeconfig_for(
+        &self,
+        path: &Path,
+        user: &str,
+        credentials: serde_json::Value,
+    ) -> Result<()> {
         let config = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "testkit", "cluster": {
                 "server": self.url,
-                "certificate-authority": pki.join("ca.crt"),
+                "certificate-authority": self.dir.path().join("pki").join("ca.crt"),
             }}],
-            "users": [{"name": pod, "user": {"token": token.trim()}}],
-            "contexts": [{"name": "testkit", "context": {"cluster": "testkit", "user": pod}}],
+            "users": [{"name": user, "user": credentials}],
+            "contexts": [{"name": "testkit", "context": {"cluster": "testkit", "user": user}}],
             "current-context": "testkit",
         });
-        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
-        Ok(path)
+        std::fs::write(path, serde_json::to_vec_pretty(&config)?)?;
+        Ok(())
     }
 
     fn write_kubeconfig(&self, path: &Path, user: &str, groups: &[&str]) -> Result<()> {
@@ -251,22 +262,11 @@ impl KubeApi {
         let mut subject: String = groups.iter().map(|g| format!("/O={g}")).collect();
         subject.push_str(&format!("/CN={user}"));
         sign(&pki, &key, &crt, &subject, None)?;
-        let config = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "testkit", "cluster": {
-                "server": self.url,
-                "certificate-authority": pki.join("ca.crt"),
-            }}],
-            "users": [{"name": user, "user": {
-                "client-certificate": crt,
-                "client-key": key,
-            }}],
-            "contexts": [{"name": "testkit", "context": {"cluster": "testkit", "user": user}}],
-            "current-context": "testkit",
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&config)?)?;
-        Ok(())
+        self.write_kubeconfig_for(
+            path,
+            user,
+            serde_json::json!({"client-certificate": crt, "client-key": key}),
+        )
     }
 
     /// `kubectl` with `kubeconfig` (the admin's when `None`); its output, whatever the status.
