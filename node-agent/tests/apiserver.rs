@@ -782,37 +782,41 @@ fn the_admission_policy_keeps_each_agent_to_its_pod_and_its_node_entry() {
         .pod_token_kubeconfig(RELEASE_NAMESPACE, AGENT_SA, "agent-a")
         .unwrap();
     // Raw patches as agent-a (kubectl would `get` first, which the agent may not).
-    let patch_as = |kubeconfig: &Path, pod: Option<&str>, kind: &str, patch: Value| {
-        block_on(async {
-            let client = KubeApi::client_with(kubeconfig).await.unwrap();
-            let params = kube::api::PatchParams::default();
-            let patch = match kind {
-                "json" => kube::api::Patch::Json::<Value>(serde_json::from_value(patch).unwrap()),
-                _ => kube::api::Patch::Merge(patch),
-            };
-            let result = match pod {
-                Some(pod) => kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
-                    client,
-                    RELEASE_NAMESPACE,
-                )
-                .patch(pod, &params, &patch)
-                .await
-                .map(|_| ()),
-                None => kube::Api::<ipfs_image_api::IpfsImage>::namespaced(client, NS)
-                    .patch_status("img", &params, &patch)
+    // `pod`: that Pod; else the IpfsImage `object`'s status.
+    let patch_as =
+        |kubeconfig: &Path, pod: Option<&str>, object: &str, kind: &str, patch: Value| {
+            block_on(async {
+                let client = KubeApi::client_with(kubeconfig).await.unwrap();
+                let params = kube::api::PatchParams::default();
+                let patch = match kind {
+                    "json" => {
+                        kube::api::Patch::Json::<Value>(serde_json::from_value(patch).unwrap())
+                    }
+                    _ => kube::api::Patch::Merge(patch),
+                };
+                let result = match pod {
+                    Some(pod) => kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+                        client,
+                        RELEASE_NAMESPACE,
+                    )
+                    .patch(pod, &params, &patch)
                     .await
                     .map(|_| ()),
-            };
-            match result {
-                Ok(()) => (true, String::new()),
-                Err(kube::Error::Api(status)) => (false, status.message),
-                Err(e) => panic!("not an answer from the server: {e}"),
-            }
-        })
-    };
+                    None => kube::Api::<ipfs_image_api::IpfsImage>::namespaced(client, NS)
+                        .patch_status(object, &params, &patch)
+                        .await
+                        .map(|_| ()),
+                };
+                match result {
+                    Ok(()) => (true, String::new()),
+                    Err(kube::Error::Api(status)) => (false, status.message),
+                    Err(e) => panic!("not an answer from the server: {e}"),
+                }
+            })
+        };
     let annotate = |pod: &str, value: &str| {
         let patch = json!({"metadata": {"annotations": {"test.ipfsimage.dev/probe": value}}});
-        patch_as(&a, Some(pod), "merge", patch)
+        patch_as(&a, Some(pod), "", "merge", patch)
     };
     // The policy takes effect once the server has compiled it: until then the other Pod is
     // still writable (RBAC allows it), so wait for the first refusal.
@@ -842,14 +846,31 @@ fn the_admission_policy_keeps_each_agent_to_its_pod_and_its_node_entry() {
             &image_yaml("img", json!({"cid": c, "prefetch": {"nodeSelector": {}}})),
         )
         .unwrap();
+    // Every field the operator writes (the policy compares each one before and after).
     set_status(
         api,
         "img",
         json!({"phase": "Ready", "cid": c, "layoutCid": c, "size": 17,
-               "nodes": [{"node": "node-2", "cid": c, "pinned": true, "bytes": 17}]}),
+               "image": format!("localhost:5050/ipfs/{c}"), "observedGeneration": 1,
+               "importedSpec": {"cid": c}, "platforms": ["linux/amd64"],
+               "summary": {"size": "17B", "nodes": "2/0"},
+               "lastCheckTime": "2026-12-04T01:02:03Z",
+               "conditions": [{"type": "Ready", "status": "True", "reason": "Pinned",
+                               "message": "pinned", "observedGeneration": 1,
+                               "lastTransitionTime": "2026-12-04T01:02:03Z"}],
+               "nodes": [{"node": "node-2", "cid": c, "pinned": true, "bytes": 17,
+                          "lastTransitionTime": "2026-12-04T01:02:04Z"}]}),
     );
-    let status_patch =
-        |kubeconfig: &Path, kind: &str, patch: Value| patch_as(kubeconfig, None, kind, patch);
+    // And one the operator has not written yet: the agent's entry creates `status`.
+    world
+        .apply(
+            "fresh",
+            &image_yaml("fresh", json!({"cid": c, "prefetch": {"nodeSelector": {}}})),
+        )
+        .unwrap();
+    let status_patch = |kubeconfig: &Path, kind: &str, patch: Value| {
+        patch_as(kubeconfig, None, "img", kind, patch)
+    };
     let refused = [
         (
             "json",
@@ -895,12 +916,15 @@ fn the_admission_policy_keeps_each_agent_to_its_pod_and_its_node_entry() {
             RELEASE_NAMESPACE,
         ],
     );
-    wait_until("node-1's entry and agent-a's peer", STEP, || {
+    wait_until("node-1's entries and agent-a's peer", STEP, || {
         let entry = nodes_of(api, "img")
             .into_iter()
             .any(|n| n["node"] == "node-1" && n["pinned"] == true);
+        let waiting = nodes_of(api, "fresh").into_iter().any(|n| {
+            n["node"] == "node-1" && n["message"] == "waiting for the image to be imported"
+        });
         let pod = get_json(api, "pod", RELEASE_NAMESPACE, "agent-a")?.unwrap_or(Value::Null);
-        Ok(entry && pod["metadata"]["annotations"]["ipfsimage.dev/peer"].is_string())
+        Ok(entry && waiting && pod["metadata"]["annotations"]["ipfsimage.dev/peer"].is_string())
     })
     .unwrap_or_else(|e| panic!("{e:#}\nagent log:\n{}", agent.agent.log()));
     let after = get_image(api, "img").unwrap()["status"].clone();
@@ -913,7 +937,25 @@ fn the_admission_policy_keeps_each_agent_to_its_pod_and_its_node_entry() {
             .cloned()
     };
     assert_eq!(node2(&after), node2(&before), "node-2's entry untouched");
-    assert_eq!(after["phase"], "Ready");
+    // Where the operator has written nothing yet, the agent may still add nothing but its entry.
+    let (ok, stderr) = patch_as(
+        &a,
+        None,
+        "fresh",
+        "merge",
+        json!({"status": {"phase": "Ready"}}),
+    );
+    assert!(!ok && stderr.contains("only status.nodes"), "{stderr}");
+    let operators = |s: &Value| {
+        let mut s = s.clone();
+        s.as_object_mut().unwrap().remove("nodes");
+        s
+    };
+    assert_eq!(
+        operators(&after),
+        operators(&before),
+        "the operator's fields untouched"
+    );
     assert!(
         !agent.agent.log().contains("denied the request"),
         "{}",
