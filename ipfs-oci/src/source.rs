@@ -1,16 +1,17 @@
 //! Reading images from an ordinary OCI/Docker registry (anonymous, basic or bearer-token auth).
 
-use std::time::Duration;
+mod challenge;
+mod client;
+mod guard;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::TryStreamExt;
 pub use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 
-use crate::address::{AddressPolicy, clean_reflected};
+pub use self::challenge::{Challenge, parse_challenge};
+use self::client::{CappedReadError, RegistryClient, read_capped};
+use crate::address::AddressPolicy;
 use crate::digest::{Digest, verify_bytes};
 use crate::format::{MAX_MANIFEST_BYTES, media_type};
 use crate::ipfs::ByteStream;
@@ -23,7 +24,7 @@ pub struct SourceOptions {
     /// Accept invalid TLS certificates.
     pub insecure: bool,
     pub credentials: Option<Credentials>,
-    /// Where the registry may not send us (auth realms, redirects of `/v2/`).
+    /// Where the registry may not send us (auth realms, redirects), checked at every connect.
     pub addresses: AddressPolicy,
 }
 
@@ -82,13 +83,6 @@ impl SourceError {
         }
     }
 
-    /// oci-client's errors carry the registry's response body: cut short and cleaned, since the
-    /// message ends up in conditions and Events.
-    fn from_oci(what: &str, e: OciDistributionError) -> Self {
-        let said = clean_reflected(&e.to_string(), MAX_REFLECTED_CHARS);
-        Self::new(kind_of(&e), format!("{what}: {said}"))
-    }
-
     fn too_large(what: impl std::fmt::Display, size: u64) -> Self {
         Self::new(
             SourceErrorKind::TooLarge,
@@ -96,42 +90,6 @@ impl SourceError {
                 "{what} is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit for manifests"
             ),
         )
-    }
-}
-
-/// The kind of an oci-client error, from the HTTP status or the distribution-spec error code
-/// (oci-client keeps the status only for 401 and for bodies that are not an error envelope).
-fn kind_of(e: &OciDistributionError) -> SourceErrorKind {
-    use OciDistributionError as E;
-    use oci_client::errors::OciErrorCode as C;
-    match e {
-        E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => SourceErrorKind::Unauthorized,
-        E::ImageManifestNotFoundError(_) => SourceErrorKind::NotFound,
-        E::ServerError { code, .. } => match code {
-            401 => SourceErrorKind::Unauthorized,
-            403 => SourceErrorKind::Forbidden,
-            404 => SourceErrorKind::NotFound,
-            _ => SourceErrorKind::ServerError,
-        },
-        E::RegistryError { envelope, .. } => {
-            // The first error that says something specific decides.
-            envelope
-                .errors
-                .iter()
-                .find_map(|x| match x.code {
-                    C::Denied => Some(SourceErrorKind::Forbidden),
-                    C::Unauthorized => Some(SourceErrorKind::Unauthorized),
-                    C::ManifestUnknown
-                    | C::NameUnknown
-                    | C::BlobUnknown
-                    | C::ManifestBlobUnknown
-                    | C::NotFound => Some(SourceErrorKind::NotFound),
-                    _ => None,
-                })
-                .unwrap_or(SourceErrorKind::ServerError)
-        }
-        E::RequestError(_) | E::IoError(_) => SourceErrorKind::Unreachable,
-        _ => SourceErrorKind::Invalid,
     }
 }
 
@@ -171,157 +129,51 @@ pub struct RawManifest {
 }
 
 pub struct SourceRegistry {
-    client: oci_client::Client,
-    auth: RegistryAuth,
-    /// Our own client for the endpoint check (never follows redirects).
-    http: reqwest::Client,
-    plain_http: bool,
-    addresses: AddressPolicy,
-    /// Registries whose endpoints were checked already.
-    checked: tokio::sync::Mutex<std::collections::HashSet<String>>,
+    client: RegistryClient,
 }
 
 impl SourceRegistry {
     pub fn new(options: &SourceOptions) -> Self {
         crate::install_crypto_provider();
-        let config = ClientConfig {
-            protocol: if options.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: options.insecure,
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            ..Default::default()
-        };
-        let auth = match &options.credentials {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .danger_accept_invalid_certs(options.insecure)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
         Self {
-            client: oci_client::Client::new(config),
-            auth,
-            http,
-            plain_http: options.plain_http,
-            addresses: options.addresses.clone(),
-            checked: Default::default(),
+            client: RegistryClient::new(
+                options.plain_http,
+                options.insecure,
+                options.credentials.clone(),
+                options.addresses.clone(),
+            ),
         }
     }
 
-    /// oci-client follows the registry's `WWW-Authenticate` realm (and redirects) wherever they
-    /// point, with no hook to stop it: ask `/v2/` ourselves first and refuse a realm or redirect
-    /// whose host is not the registry's own and resolves to a refused address. (A DNS answer
-    /// that changes between this check and oci-client's request is not caught.)
-    async fn check_endpoints(&self, reference: &Reference) -> Result<(), SourceError> {
-        let registry = reference.resolve_registry().to_owned();
-        let mut checked = self.checked.lock().await;
-        if checked.contains(&registry) {
-            return Ok(());
-        }
-        let scheme = if self.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{registry}/v2/");
-        // Unreachable: oci-client reports it as before, with its own error kind.
-        let Ok(answer) = self.http.get(&url).send().await else {
-            return Ok(());
-        };
-        let own_host = host_of(&registry);
-        if answer.status().is_redirection()
-            && let Some(location) = answer.headers().get(reqwest::header::LOCATION)
-        {
-            let target = answer
-                .url()
-                .join(location.to_str().unwrap_or_default())
-                .map_err(|e| {
-                    SourceError::new(SourceErrorKind::Invalid, format!("redirect of {url}: {e}"))
-                })?;
-            self.check_target(&registry, own_host, &target, "redirect")
-                .await?;
-        }
-        if let Some(realm) = answer
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|h| h.to_str().ok())
-            .and_then(bearer_realm)
-        {
-            let target = reqwest::Url::parse(&realm).map_err(|e| {
-                SourceError::new(
-                    SourceErrorKind::Invalid,
-                    format!(
-                        "auth realm {:?} of {registry}: {e}",
-                        clean_reflected(&realm, 80)
-                    ),
-                )
-            })?;
-            self.check_target(&registry, own_host, &target, "auth realm")
-                .await?;
-        }
-        checked.insert(registry);
-        Ok(())
-    }
-
-    async fn check_target(
-        &self,
-        registry: &str,
-        own_host: &str,
-        target: &reqwest::Url,
-        what: &str,
-    ) -> Result<(), SourceError> {
-        let Some(host) = target.host_str() else {
-            return Ok(());
-        };
-        if host.eq_ignore_ascii_case(own_host) {
-            return Ok(()); // the registry's own host, which the reference named
-        }
-        let port = target.port_or_known_default().unwrap_or(443);
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        let ips: Vec<std::net::IpAddr> = match literal.parse::<std::net::IpAddr>() {
-            Ok(ip) => vec![ip],
-            // A name that does not resolve cannot be contacted either.
-            Err(_) => tokio::net::lookup_host((host, port))
-                .await
-                .map(|addrs| addrs.map(|a| a.ip()).collect())
-                .unwrap_or_default(),
-        };
-        let shown = clean_reflected(target.as_str(), 120);
-        for ip in ips {
-            if let Some(why) = self.addresses.refusal(ip) {
-                return Err(SourceError::new(
-                    SourceErrorKind::AddressRefused,
-                    format!(
-                        "{registry} sent its {what} to {shown}, which was not contacted: {why}"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Fetch the manifest or index `reference` names (by tag or digest), verified when the
-    /// reference carries a digest.
+    /// Fetch the manifest or index `reference` names (by digest when it has one, else by tag),
+    /// verified when the reference carries a digest.
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest, SourceError> {
-        self.check_endpoints(reference).await?;
-        let (bytes, digest) = self
+        let what = format!("fetching manifest {}", reference.whole());
+        let by = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let accept = media_type::ACCEPTED_MANIFESTS.join(", ");
+        let answer = self
             .client
-            .pull_manifest_raw(reference, &self.auth, media_type::ACCEPTED_MANIFESTS)
+            .get(reference, &format!("manifests/{by}"), Some(&accept), &what)
+            .await?;
+        let header_digest = answer
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned);
+        let bytes = read_capped(answer, MAX_MANIFEST_BYTES as usize)
             .await
-            .map_err(|e| {
-                SourceError::from_oci(&format!("fetching manifest {}", reference.whole()), e)
+            .map_err(|e| match e {
+                CappedReadError::TooLarge(n) => {
+                    SourceError::too_large(format_args!("manifest {}", reference.whole()), n)
+                }
+                CappedReadError::Read(e) => {
+                    SourceError::new(SourceErrorKind::Unreachable, format!("{what}: {e}"))
+                }
             })?;
-        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(SourceError::too_large(
-                format_args!("manifest {}", reference.whole()),
-                bytes.len() as u64,
-            ));
-        }
         // Hash the bytes ourselves; the registry's digest header is only a hint.
         let actual = Digest::of(&bytes);
         if let Some(wanted) = reference.digest() {
@@ -334,8 +186,10 @@ impl SourceRegistry {
                     format!("manifest {}: {e}", reference.whole()),
                 )
             })?;
-        } else if digest.parse::<Digest>().is_ok_and(|d| d != actual) {
-            tracing::warn!(reference = %reference.whole(), header = %digest, %actual, "registry digest header differs from content");
+        } else if let Some(header) = header_digest
+            && header.parse::<Digest>().is_ok_and(|d| d != actual)
+        {
+            tracing::warn!(reference = %reference.whole(), %header, %actual, "registry digest header differs from content");
         }
         let media_type = sniff_media_type(&bytes).map_err(|m| {
             SourceError::new(
@@ -378,48 +232,23 @@ impl SourceRegistry {
         digest: Digest,
         size: u64,
     ) -> Result<ByteStream, SourceError> {
-        let digest_str = digest.to_string();
-        self.check_endpoints(reference).await?;
-        // Authenticate first: blob pulls reuse the token of the last manifest call, which may have
-        // been for another repository scope.
-        self.client
-            .auth(reference, &self.auth, oci_client::RegistryOperation::Pull)
-            .await
-            .map_err(|e| {
-                SourceError::from_oci(&format!("authenticating to {}", reference.registry()), e)
-            })?;
-        let sized = self
+        let what = format!("fetching blob {digest}");
+        let answer = self
             .client
-            .pull_blob_stream(reference, digest_str.as_str())
-            .await
-            .map_err(|e| SourceError::from_oci(&format!("fetching blob {digest}"), e))?;
-        let stream: ByteStream = Box::pin(sized.stream.map_err(std::io::Error::other));
+            .get(reference, &format!("blobs/{digest}"), None, &what)
+            .await?;
+        let stream: ByteStream = Box::pin(answer.bytes_stream().map_err(std::io::Error::other));
         Ok(verified(stream, digest, Some(size)))
     }
-}
-
-/// `host` of `host[:port]` (`[v6]:port` keeps its brackets, as URLs write it).
-fn host_of(registry: &str) -> &str {
-    if registry.starts_with('[') {
-        return registry.split_inclusive(']').next().unwrap_or(registry);
-    }
-    registry.rsplit_once(':').map_or(registry, |(h, _)| h)
 }
 
 /// The `realm` of a `Bearer` challenge (`Bearer realm="https://auth…/token",service="…"`).
 /// Public for the fuzz harness (`fuzz/harness`) only: a registry's `WWW-Authenticate` header.
 #[doc(hidden)]
 pub fn bearer_realm(header: &str) -> Option<String> {
-    let (scheme, params) = header.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    params.split(',').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("realm")
-            .then(|| v.trim().trim_matches('"').to_owned())
-    })
+    parse_challenge(header)
+        .filter(|c| c.is("bearer"))
+        .and_then(|c| c.param("realm").map(str::to_owned))
 }
 
 /// The media type a manifest declares; OCI allows it to be omitted, then its shape decides.
@@ -559,9 +388,9 @@ mod tests {
             Some("http://127.0.0.2:9/token")
         );
         assert_eq!(bearer_realm(r#"Basic realm="x""#), None);
-        assert_eq!(host_of("127.0.0.1:5000"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:5000"), "[::1]");
-        assert_eq!(host_of("ghcr.io"), "ghcr.io");
+        assert_eq!(client::host_of("127.0.0.1:5000"), "127.0.0.1");
+        assert_eq!(client::host_of("[::1]:5000"), "[::1]");
+        assert_eq!(client::host_of("ghcr.io"), "ghcr.io");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use ipfs_oci::resolve::resolve;
 use ipfs_oci::source::{Credentials, Reference, SourceErrorKind, SourceOptions, SourceRegistry};
 use serde_json::Value;
 use testkit::{
-    IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout, push_layout,
+    Answer, HttpProxy, IpfsDaemon, PushFormat, Registry, TestImage, block_on, build_busybox_layout,
+    push_layout,
 };
 
 /// The raw manifest bytes the registry serves for `image`, read with skopeo (independent of us).
@@ -261,6 +262,87 @@ fn platform_selection_narrows_an_index() {
             "the message lists what exists: {err}"
         );
     });
+}
+
+/// A registry that wants a Bearer token (as Docker Hub, ghcr.io and quay.io do): the real
+/// registry behind a proxy that answers 401 with a realm on itself until the request carries the
+/// token its `/token` hands out for the repository's pull scope, with the right credentials.
+#[test]
+fn bearer_token_registry_is_asked_for_a_token_with_the_credentials() {
+    let s = setup(
+        None,
+        &[(TestImage::AMD64, "private/busybox:1", PushFormat::Oci)],
+    );
+    let own = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let realm_of = own.clone();
+    let proxy = HttpProxy::start_with_headers(&s.registry.addr, move |_, path, headers| {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if path.starts_with("/token?") {
+            // alice:s3cret, and the pull scope of the repository asked for.
+            let scoped = path.contains("scope=repository%3Aprivate%2Fbusybox%3Apull")
+                && path.contains("service=test-registry");
+            return Some(if authorization == "Basic YWxpY2U6czNjcmV0" && scoped {
+                Answer::text(200, r#"{"token":"t0k-private-busybox"}"#)
+            } else {
+                Answer::text(401, "")
+            });
+        }
+        (path.starts_with("/v2/") && authorization != "Bearer t0k-private-busybox").then(|| {
+            let realm = format!("http://{}/token", realm_of.get().unwrap());
+            Answer::oci_error(401, "UNAUTHORIZED", "a token is needed").with_header(
+                "www-authenticate",
+                &format!(r#"Bearer realm="{realm}",service="test-registry",scope="repository:private/busybox:pull""#),
+            )
+        })
+    })
+    .unwrap();
+    own.set(proxy.addr.clone()).unwrap();
+    let ipfs = KuboClient::new(&s.ipfs_daemon.api_url, KuboOptions::default()).unwrap();
+    let r: Reference = format!("{}/private/busybox:1", proxy.addr).parse().unwrap();
+    let with = |password: &str| {
+        SourceRegistry::new(&SourceOptions {
+            plain_http: true,
+            credentials: Some(Credentials {
+                username: "alice".into(),
+                password: password.into(),
+            }),
+            ..Default::default()
+        })
+    };
+    block_on(async {
+        match convert(&ipfs, &with("wrong"), &r, &ConvertOptions::default()).await {
+            Err(ConvertError::Source(e)) => {
+                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}");
+                assert!(e.message.contains("token endpoint"), "{e}");
+            }
+            other => panic!("expected an auth failure, got {other:?}"),
+        }
+        let image = convert(&ipfs, &with("s3cret"), &r, &ConvertOptions::default())
+            .await
+            .unwrap();
+        check_converted(
+            &ipfs,
+            &image,
+            &registry_manifest(&s.registry, "private/busybox:1"),
+        )
+        .await;
+    });
+    let requests = proxy.requests();
+    let tokens = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /token"))
+        .count();
+    // One token for the repository, asked once for the refused credentials and once after.
+    assert_eq!(tokens, 2, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/blobs/sha256:") && r.ends_with("-> 200")),
+        "blobs came through with the token: {requests:#?}"
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The operator never fetches internal addresses on a registry's say-so, on a real
 //! kube-apiserver with the operator binary as its ServiceAccount: a real registry behind
 //! testkit's proxy sends a `WWW-Authenticate` realm on 127.0.0.2 (a listener there must see no
-//! connection) or on 169.254.169.254, and each import ends `AddressRefused`. A registry's error
+//! connection) or on 169.254.169.254, or redirects to such an address or to a name that resolves
+//! to one, and each import ends `AddressRefused`. A registry's error
 //! body reaches the condition and the Event cut short and without control characters. With a
 //! registry allow-list, a source elsewhere is refused before any request reaches it.
 
@@ -66,10 +67,11 @@ impl Drop for Witness {
     }
 }
 
-/// The registry behind a proxy whose `/v2/` challenge names `realm`.
+/// The registry behind a proxy that challenges every request with `realm` (as a registry that
+/// wants a token does: none is ever handed out here).
 fn with_realm(registry: &str, realm: String) -> HttpProxy {
     HttpProxy::start(registry, move |method, path| {
-        (method == "GET" && path == "/v2/").then(|| {
+        (method == "GET" && path.starts_with("/v2/")).then(|| {
             Answer::text(401, "").with_header(
                 "www-authenticate",
                 &format!(r#"Bearer realm="{realm}",service="registry""#),
@@ -252,4 +254,90 @@ fn a_registry_outside_the_allow_list_is_refused_before_any_request() {
         Vec::<String>::new(),
         "a request reached the unlisted registry"
     );
+}
+
+/// Redirects, which registries send for blobs (to a CDN) and may send for anything, go through
+/// the same guard as every connection: a redirect to an internal IP literal and one to a name
+/// that resolves to loopback (`localhost`) each end `AddressRefused`, and their listeners see no
+/// connection; a redirect to the registry's own host is followed and the import is Ready.
+#[test]
+fn redirects_to_internal_addresses_are_refused_unsent_and_others_followed() {
+    let world = ChartWorld::start().unwrap();
+    let literal_witness = Witness::start("127.0.0.2");
+    let named_witness = Witness::start("127.0.0.1");
+    let named_port = named_witness.addr.rsplit_once(':').unwrap().1.to_owned();
+    let to_literal = format!("http://{}/m", literal_witness.addr);
+    let literal = HttpProxy::start(&world.registry.addr, move |method, path| {
+        (method == "GET" && path == "/v2/test/busybox/manifests/1")
+            .then(|| Answer::text(307, "").with_header("location", &to_literal))
+    })
+    .unwrap();
+    let named = HttpProxy::start(&world.registry.addr, move |method, path| {
+        (method == "GET" && path.contains("/blobs/")).then(|| {
+            Answer::text(307, "")
+                .with_header("location", &format!("http://localhost:{named_port}{path}"))
+        })
+    })
+    .unwrap();
+    let registry = world.registry.addr.clone();
+    let cdn = HttpProxy::start(&world.registry.addr, move |method, path| {
+        (method == "GET" && path.contains("/blobs/")).then(|| {
+            Answer::text(307, "").with_header("location", &format!("http://{registry}{path}"))
+        })
+    })
+    .unwrap();
+
+    let kubeconfig = world
+        .api
+        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+        .unwrap();
+    let mut args = vec![];
+    for p in [&literal, &named, &cdn] {
+        args.extend(["--plain-http-registry", p.addr.as_str()]);
+    }
+    args.extend(["--plain-http-registry", world.registry.addr.as_str()]);
+    let op = OperatorProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
+        &kubeconfig,
+        "op-redirects",
+        &world,
+        &args,
+    )
+    .unwrap();
+    for (name, proxy) in [("literal", &literal), ("named", &named), ("cdn", &cdn)] {
+        let source = format!("{}/test/busybox:1", proxy.addr);
+        world.apply(name, &image(name, &source)).unwrap();
+    }
+    for (name, target) in [
+        ("literal", literal_witness.addr.clone()),
+        ("named", "localhost".to_owned()),
+    ] {
+        let ready = ready_with(&world, &op, name, "AddressRefused");
+        let message = ready["message"].as_str().unwrap();
+        assert!(message.contains(&target), "{name}: {message}");
+    }
+    let mut last = Value::Null;
+    wait_until("cdn Ready", STEP, || {
+        last = get_json(&world.api, "ipfsimg", NS, "cdn")?.unwrap_or(Value::Null);
+        Ok(last["status"]["phase"] == "Ready")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+    assert!(
+        cdn.requests()
+            .iter()
+            .any(|r| r.contains("/blobs/") && r.ends_with("-> 307 (proxy)")),
+        "{:#?}",
+        cdn.requests()
+    );
+    for (what, witness) in [
+        ("127.0.0.2", &literal_witness),
+        ("localhost", &named_witness),
+    ] {
+        assert_eq!(
+            witness.accepted.load(Ordering::SeqCst),
+            0,
+            "a redirected request reached {what}\n{}",
+            op.log_text()
+        );
+    }
 }

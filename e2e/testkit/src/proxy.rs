@@ -76,7 +76,8 @@ impl Answer {
     }
 }
 
-type Rule = dyn Fn(&str, &str) -> Option<Answer> + Send + Sync;
+/// `(method, path, path and query, headers)`.
+type Rule = dyn Fn(&str, &str, &str, &axum::http::HeaderMap) -> Option<Answer> + Send + Sync;
 
 /// Holds the response bodies of requests whose path starts with a prefix once a number of their
 /// bytes (counted over all of them) has passed, until [`Gate::release`].
@@ -158,12 +159,21 @@ impl HttpProxy {
         upstream: &str,
         rule: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
     ) -> Result<Self> {
-        Self::start_with(upstream, Box::new(rule), None)
+        Self::start_with(upstream, Box::new(move |m, p, _, _| rule(m, p)), None)
+    }
+
+    /// As [`HttpProxy::start`], with a rule that also sees the query and the request's headers:
+    /// `rule(method, path_and_query, headers)`.
+    pub fn start_with_headers(
+        upstream: &str,
+        rule: impl Fn(&str, &str, &axum::http::HeaderMap) -> Option<Answer> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        Self::start_with(upstream, Box::new(move |m, _, pq, h| rule(m, pq, h)), None)
     }
 
     /// Forward everything to `upstream`, streaming the bodies `gate` names through it.
     pub fn start_gated(upstream: &str, gate: Arc<Gate>) -> Result<Self> {
-        Self::start_with(upstream, Box::new(|_, _| None), Some(gate))
+        Self::start_with(upstream, Box::new(|_, _, _, _| None), Some(gate))
     }
 
     fn start_with(upstream: &str, rule: Box<Rule>, gate: Option<Arc<Gate>>) -> Result<Self> {
@@ -232,7 +242,11 @@ impl Drop for HttpProxy {
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
-    if let Some(answer) = (shared.rule)(&method, &path) {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+    if let Some(answer) = (shared.rule)(&method, &path, &path_and_query, request.headers()) {
         shared
             .log
             .lock()
