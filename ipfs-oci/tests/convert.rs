@@ -264,6 +264,35 @@ fn platform_selection_narrows_an_index() {
     });
 }
 
+/// Converting `r` with `source` fails as unauthorized; the message is returned.
+async fn refused_as_unauthorized(
+    ipfs: &KuboClient,
+    source: &SourceRegistry,
+    r: &Reference,
+) -> String {
+    match convert(ipfs, source, r, &ConvertOptions::default()).await {
+        Err(ConvertError::Source(e)) => {
+            assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}");
+            e.message
+        }
+        other => panic!("expected an auth failure, got {other:?}"),
+    }
+}
+
+/// Converting `r` with `source` gives what DESIGN §2 promises for `repo_tag` of `registry`.
+async fn converts_as_the_registry_serves(
+    ipfs: &KuboClient,
+    source: &SourceRegistry,
+    r: &Reference,
+    registry: &Registry,
+    repo_tag: &str,
+) {
+    let image = convert(ipfs, source, r, &ConvertOptions::default())
+        .await
+        .unwrap();
+    check_converted(ipfs, &image, &registry_manifest(registry, repo_tag)).await;
+}
+
 /// A registry that wants a Bearer token (as Docker Hub, ghcr.io and quay.io do): the real
 /// registry behind a proxy that answers 401 with a realm on itself until the request carries the
 /// token its `/token` hands out for the repository's pull scope, with the right credentials.
@@ -313,22 +342,10 @@ fn bearer_token_registry_is_asked_for_a_token_with_the_credentials() {
         })
     };
     block_on(async {
-        match convert(&ipfs, &with("wrong"), &r, &ConvertOptions::default()).await {
-            Err(ConvertError::Source(e)) => {
-                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}");
-                assert!(e.message.contains("token endpoint"), "{e}");
-            }
-            other => panic!("expected an auth failure, got {other:?}"),
-        }
-        let image = convert(&ipfs, &with("s3cret"), &r, &ConvertOptions::default())
-            .await
-            .unwrap();
-        check_converted(
-            &ipfs,
-            &image,
-            &registry_manifest(&s.registry, "private/busybox:1"),
-        )
-        .await;
+        let message = refused_as_unauthorized(&ipfs, &with("wrong"), &r).await;
+        assert!(message.contains("token endpoint"), "{message}");
+        let right = with("s3cret");
+        converts_as_the_registry_serves(&ipfs, &right, &r, &s.registry, "private/busybox:1").await;
     });
     let requests = proxy.requests();
     let tokens = requests
@@ -358,12 +375,7 @@ fn basic_auth_registry_needs_and_accepts_credentials() {
             plain_http: true,
             ..Default::default()
         });
-        match convert(&ipfs, &anonymous, &r, &ConvertOptions::default()).await {
-            Err(ConvertError::Source(e)) => {
-                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}")
-            }
-            other => panic!("expected an auth failure, got {other:?}"),
-        }
+        refused_as_unauthorized(&ipfs, &anonymous, &r).await;
         let wrong = SourceRegistry::new(&SourceOptions {
             plain_http: true,
             credentials: Some(Credentials {
@@ -372,21 +384,9 @@ fn basic_auth_registry_needs_and_accepts_credentials() {
             }),
             ..Default::default()
         });
-        match convert(&ipfs, &wrong, &r, &ConvertOptions::default()).await {
-            Err(ConvertError::Source(e)) => {
-                assert_eq!(e.kind, SourceErrorKind::Unauthorized, "{e}")
-            }
-            other => panic!("expected an auth failure, got {other:?}"),
-        }
-        let image = convert(&ipfs, &source(&s.registry), &r, &ConvertOptions::default())
-            .await
-            .unwrap();
-        check_converted(
-            &ipfs,
-            &image,
-            &registry_manifest(&s.registry, "private/busybox:1"),
-        )
-        .await;
+        refused_as_unauthorized(&ipfs, &wrong, &r).await;
+        let right = source(&s.registry);
+        converts_as_the_registry_serves(&ipfs, &right, &r, &s.registry, "private/busybox:1").await;
     });
 }
 

@@ -127,6 +127,42 @@ fn warning_notes(api: &KubeApi, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The operator binary as its ServiceAccount, with every registry in `plain_http` on plain HTTP.
+fn start_operator(
+    world: &ChartWorld,
+    name: &str,
+    plain_http: &[&str],
+    more: &[&str],
+) -> OperatorProcess {
+    let kubeconfig = world
+        .api
+        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
+        .unwrap();
+    let mut args: Vec<&str> = plain_http
+        .iter()
+        .flat_map(|r| ["--plain-http-registry", r])
+        .collect();
+    args.extend(more);
+    OperatorProcess::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
+        &kubeconfig,
+        name,
+        world,
+        &args,
+    )
+    .unwrap()
+}
+
+/// Wait until `name` is Ready.
+fn wait_ready(world: &ChartWorld, op: &OperatorProcess, name: &str) {
+    let mut last = Value::Null;
+    wait_until(&format!("{name} Ready"), STEP, || {
+        last = get_json(&world.api, "ipfsimg", NS, name)?.unwrap_or(Value::Null);
+        Ok(last["status"]["phase"] == "Ready")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+}
+
 #[test]
 fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned() {
     let world = ChartWorld::start().unwrap();
@@ -144,22 +180,12 @@ fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned()
     })
     .unwrap();
 
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
-    let mut args = vec![];
-    for p in [&loopback, &metadata, &noisy] {
-        args.extend(["--plain-http-registry", p.addr.as_str()]);
-    }
-    let op = OperatorProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
-        &kubeconfig,
-        "op-ssrf",
+    let op = start_operator(
         &world,
-        &args,
-    )
-    .unwrap();
+        "op-ssrf",
+        &[&loopback.addr, &metadata.addr, &noisy.addr],
+        &[],
+    );
     for (name, proxy) in [
         ("loopback", &loopback),
         ("metadata", &metadata),
@@ -209,25 +235,13 @@ fn a_registry_outside_the_allow_list_is_refused_before_any_request() {
     let world = ChartWorld::start().unwrap();
     let listed = HttpProxy::start(&world.registry.addr, |_, _| None).unwrap();
     let unlisted = HttpProxy::start(&world.registry.addr, |_, _| None).unwrap();
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
-    let op = OperatorProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
-        &kubeconfig,
-        "op-allow-list",
+    let allowed = format!("{},*.registry.example", listed.addr);
+    let op = start_operator(
         &world,
-        &[
-            "--plain-http-registry",
-            &listed.addr,
-            "--plain-http-registry",
-            &unlisted.addr,
-            "--allowed-registry",
-            &format!("{},*.registry.example", listed.addr),
-        ],
-    )
-    .unwrap();
+        "op-allow-list",
+        &[&listed.addr, &unlisted.addr],
+        &["--allowed-registry", &allowed],
+    );
     for (name, proxy) in [("listed", &listed), ("unlisted", &unlisted)] {
         let source = format!("{}/test/busybox:1", proxy.addr);
         world.apply(name, &image(name, &source)).unwrap();
@@ -242,12 +256,7 @@ fn a_registry_outside_the_allow_list_is_refused_before_any_request() {
         .unwrap()
         .unwrap();
     assert_eq!(obj["status"]["phase"], "Failed");
-    let mut last = Value::Null;
-    wait_until("listed Ready", STEP, || {
-        last = get_json(&world.api, "ipfsimg", NS, "listed")?.unwrap_or(Value::Null);
-        Ok(last["status"]["phase"] == "Ready")
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+    wait_ready(&world, &op, "listed");
     assert!(!listed.requests().is_empty());
     assert_eq!(
         unlisted.requests(),
@@ -287,23 +296,12 @@ fn redirects_to_internal_addresses_are_refused_unsent_and_others_followed() {
     })
     .unwrap();
 
-    let kubeconfig = world
-        .api
-        .service_account(RELEASE_NAMESPACE, OPERATOR_SA)
-        .unwrap();
-    let mut args = vec![];
-    for p in [&literal, &named, &cdn] {
-        args.extend(["--plain-http-registry", p.addr.as_str()]);
-    }
-    args.extend(["--plain-http-registry", world.registry.addr.as_str()]);
-    let op = OperatorProcess::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_ipfs-image-operator")),
-        &kubeconfig,
-        "op-redirects",
+    let op = start_operator(
         &world,
-        &args,
-    )
-    .unwrap();
+        "op-redirects",
+        &[&literal.addr, &named.addr, &cdn.addr, &world.registry.addr],
+        &[],
+    );
     for (name, proxy) in [("literal", &literal), ("named", &named), ("cdn", &cdn)] {
         let source = format!("{}/test/busybox:1", proxy.addr);
         world.apply(name, &image(name, &source)).unwrap();
@@ -316,12 +314,7 @@ fn redirects_to_internal_addresses_are_refused_unsent_and_others_followed() {
         let message = ready["message"].as_str().unwrap();
         assert!(message.contains(&target), "{name}: {message}");
     }
-    let mut last = Value::Null;
-    wait_until("cdn Ready", STEP, || {
-        last = get_json(&world.api, "ipfsimg", NS, "cdn")?.unwrap_or(Value::Null);
-        Ok(last["status"]["phase"] == "Ready")
-    })
-    .unwrap_or_else(|e| panic!("{e:#}\n{last:#}\noperator log:\n{}", op.log_text()));
+    wait_ready(&world, &op, "cdn");
     assert!(
         cdn.requests()
             .iter()
