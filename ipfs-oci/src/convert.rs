@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use cid::Cid;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{Map, Value, json};
 
 use crate::content_id::{ipfs_url, raw_cid_for_digest, to_base32};
@@ -29,6 +30,9 @@ use crate::source::{RawManifest, Reference, SourceError, SourceRegistry};
 
 /// UnixFS chunk size of the format: blobs up to this size are one raw block.
 pub const CHUNK_SIZE: u64 = 262_144;
+
+/// Blobs of one manifest fetched and added at a time (containerd's default is 3, skopeo's 6).
+pub const BLOB_CONCURRENCY: usize = 4;
 
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
@@ -322,6 +326,39 @@ impl<S: IpfsStore> Job<'_, S> {
         if let Some((cid, _)) = self.blobs.get(&digest) {
             return Ok(*cid);
         }
+        let cid = self.fetch_blob(digest, size).await?;
+        self.blobs.insert(digest, (cid, size));
+        Ok(cid)
+    }
+
+    /// Store these blobs (those not stored yet), [`BLOB_CONCURRENCY`] at a time, as registry
+    /// clients such as skopeo and containerd fetch layers: one stream at a time leaves most of
+    /// the link and of the daemon idle. Memory stays bounded: each stream is.
+    async fn store_blobs(&mut self, blobs: Vec<(Digest, u64)>) -> Result<(), ConvertError> {
+        let mut pending: Vec<(Digest, u64)> = Vec::new();
+        for (digest, size) in blobs {
+            if !self.blobs.contains_key(&digest) && !pending.iter().any(|(d, _)| *d == digest) {
+                pending.push((digest, size));
+            }
+        }
+        let this = &*self;
+        let stored: Vec<(Digest, u64, Cid)> = futures::stream::iter(pending)
+            .map(|(digest, size)| async move {
+                this.fetch_blob(digest, size)
+                    .await
+                    .map(|cid| (digest, size, cid))
+            })
+            .buffer_unordered(BLOB_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (digest, size, cid) in stored {
+            self.blobs.insert(digest, (cid, size));
+        }
+        Ok(())
+    }
+
+    /// One blob into IPFS, unless an earlier attempt of this import holds it already.
+    async fn fetch_blob(&self, digest: Digest, size: u64) -> Result<Cid, ConvertError> {
         // An earlier attempt of this import finished this blob: nothing to fetch again.
         if let Some((cid, held)) = self.staging.held(&digest.hex()).await?
             && held == size
@@ -331,7 +368,6 @@ impl<S: IpfsStore> Job<'_, S> {
             if let Some(p) = &self.options.progress {
                 p.done(&digest, size, true);
             }
-            self.blobs.insert(digest, (cid, size));
             return Ok(cid);
         }
         let stream = self.download(digest, size).await?;
@@ -342,7 +378,6 @@ impl<S: IpfsStore> Job<'_, S> {
             p.done(&digest, size, false);
         }
         tracing::info!(%digest, size, cid = %to_base32(&added.cid), elapsed_ms = started.elapsed().as_millis() as u64, "stored blob");
-        self.blobs.insert(digest, (added.cid, size));
         crate::fault::point("convert::blob_stored");
         Ok(added.cid)
     }
@@ -498,7 +533,13 @@ impl<S: IpfsStore> Job<'_, S> {
         for layer in manifest["layers"].as_array().into_iter().flatten() {
             declared.push(descriptor_digest(layer)?);
         }
-        self.check_declared_size(declared.into_iter().map(|(d, size, _)| (d, size)))?;
+        self.check_declared_size(declared.iter().map(|(d, size, _)| (*d, *size)))?;
+        // Without eStargz every declared blob is stored as it is: fetch them side by side first
+        // (the rewrites below then find each one stored). eStargz converts layer by layer.
+        if !self.options.estargz {
+            self.store_blobs(declared.iter().map(|(d, size, _)| (*d, *size)).collect())
+                .await?;
+        }
         let layers = manifest
             .get_mut("layers")
             .and_then(Value::as_array_mut)
