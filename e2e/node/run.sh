@@ -238,7 +238,7 @@ h upgrade "$release" "$NODE_ROOT/charts/ipfs-image" --namespace "$ns" --reuse-va
   node_die "helm upgrade rolled the operator Pod"
 echo "private network: generated key kept across helm upgrade, agent's swarm.key $key_mode" >&2
 # The agent reads blobs through its Kubo's loopback gateway (found through Kubo's RPC API).
-agent_uses_gateway() { k -n "$ns" logs "$agent_pod" -c agent | grep -q "reading blobs through Kubo's gateway"; }
+agent_uses_gateway() { grep -q "reading blobs through Kubo's gateway" <<<"$(k -n "$ns" logs "$agent_pod" -c agent)"; }
 wait_for "the agent to read blobs through Kubo's gateway" 60 agent_uses_gateway
 show k -n "$ns" get deployments,daemonsets,pods -o wide
 # A Prometheus from now on, with the scrape config the installed ServiceMonitors imply.
@@ -311,7 +311,9 @@ out=$(k -n "$app_ns" logs from-ipfs)
 pod_image=$(k -n "$app_ns" get pod from-ipfs -o jsonpath='{.status.containerStatuses[0].image}')
 # A reference without a tag is `:latest` to kubelet and containerd.
 [ "$pod_image" = "$image:latest" ] || node_die "from-ipfs runs $pod_image"
-node_ctr -n k8s.io images ls -q | grep -qx "$image:latest" || node_die "containerd does not hold $image"
+# (Whole output first: `ctr … | grep -q` under pipefail fails when grep stops reading and ctr,
+# still writing, dies of SIGPIPE; seen on containerd 2.4.)
+grep -qx "$image:latest" <<<"$(node_ctr -n k8s.io images ls -q)" || node_die "containerd does not hold $image"
 show k -n "$app_ns" logs from-ipfs
 step_ok
 
@@ -378,7 +380,7 @@ fi
 step_ok
 
 step "7: deleting the IpfsImage unpins it"
-pinned() { k -n "$ns" exec "$operator_pod" -c kubo -- ipfs pin ls --type=recursive --quiet | grep -qx "$layout_cid"; }
+pinned() { grep -qx "$layout_cid" <<<"$(k -n "$ns" exec "$operator_pod" -c kubo -- ipfs pin ls --type=recursive --quiet)"; }
 pinned || node_die "$layout_cid (the layout of $cid) is not pinned in the operator's Kubo before the delete"
 k -n "$app_ns" delete ipfsimage busybox --wait=true --timeout=2m >/dev/null
 deadline=$((SECONDS + 60))
