@@ -3,7 +3,8 @@
 # default 8 layers × 16 MiB and 4 layers × 256 MiB, against the baseline measured in the same run:
 # `skopeo copy` of the same image to an OCI layout on disk, plus adding as many fresh bytes of
 # the same sizes to the same Kubo with the same add options (fresh, so that neither side re-adds
-# blocks the repo already holds). Prints wall times, the ratio and the converter's peak RSS.
+# blocks the repo already holds). Prints wall times, the ratio and the converter's peak RSS, and
+# the same import with --blob-concurrency 1 (blobs one at a time, as before) for comparison.
 # usage: bash bench/convert-multilayer.sh [LAYERSxMIB ...]   (default: 8x16 4x256; needs
 #        `bash e2e/deps.sh` first)
 set -euo pipefail
@@ -48,16 +49,26 @@ for shape in "${shapes[@]}"; do
     "$REG/bench/$name:1" >"$W/cid.txt" 2>"$W/convert.log"
   t4=$(date +%s.%N)
   rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$W/time.txt")
-  python3 - "$name" "$t0" "$t1" "$t2" "$t3" "$t4" "$rss_kb" "$(du -sb "$W/copy/blobs" | cut -f1)" <<'PY'
+  # the same import one blob at a time, after unpinning and collecting what the first run added
+  # (re-adding blocks the repo holds would flatter it)
+  for p in $(ipfs pin ls --type=recursive -q); do ipfs pin rm "$p" >/dev/null; done
+  ipfs files rm -r --force /ipfs-image >/dev/null 2>&1 || true
+  ipfs repo gc >/dev/null
+  t5=$(date +%s.%N)
+  "$REL"/ipfs-image-operator --ipfs-api "$API" convert --plain-http --blob-concurrency 1 \
+    "$REG/bench/$name:1" >/dev/null 2>"$W/convert1.log"
+  t6=$(date +%s.%N)
+  python3 - "$name" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$t6" "$rss_kb" "$(du -sb "$W/copy/blobs" | cut -f1)" <<'PY'
 import sys
-name, t0, t1, t2, t3, t4, rss, size = sys.argv[1], *map(float, sys.argv[2:7]), int(sys.argv[7]), int(sys.argv[8])
-skopeo, add, conv = t1 - t0, t3 - t2, t4 - t3
+name, t0, t1, t2, t3, t4, t5, t6, rss, size = sys.argv[1], *map(float, sys.argv[2:9]), int(sys.argv[9]), int(sys.argv[10])
+skopeo, add, conv, one = t1 - t0, t3 - t2, t4 - t3, t6 - t5
 base = skopeo + add
 mib = size / 2**20
 print(f"{name}: {mib:.0f} MiB of blobs")
 print(f"  baseline  skopeo copy to disk {skopeo:6.2f} s + ipfs add {add:6.2f} s = {base:6.2f} s")
 print(f"  convert   registry -> IPFS                          {conv:6.2f} s  {mib/conv:6.1f} MiB/s")
 print(f"  ratio convert/baseline:                              {conv/base:6.2f}x (target <= 1.2x)")
+print(f"  convert --blob-concurrency 1:                        {one:6.2f} s  ({one/base:.2f}x of the baseline)")
 print(f"  converter peak RSS:                                  {rss/1024:6.1f} MiB")
 PY
 done

@@ -54,6 +54,8 @@ pub struct ConvertOptions {
     pub progress: Option<ProgressSink>,
     /// The name of the layout's pin (Kubo pin names): who holds it.
     pub pin_name: Option<String>,
+    /// Blobs of one manifest fetched and added at a time; 0 means [`BLOB_CONCURRENCY`].
+    pub blob_concurrency: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +333,7 @@ impl<S: IpfsStore> Job<'_, S> {
         Ok(cid)
     }
 
-    /// Store these blobs (those not stored yet), [`BLOB_CONCURRENCY`] at a time, as registry
+    /// Store these blobs (those not stored yet), [`BLOB_CONCURRENCY`] at a time (by default), as registry
     /// clients such as skopeo and containerd fetch layers: one stream at a time leaves most of
     /// the link and of the daemon idle. Memory stays bounded: each stream is.
     async fn store_blobs(&mut self, blobs: Vec<(Digest, u64)>) -> Result<(), ConvertError> {
@@ -348,7 +350,10 @@ impl<S: IpfsStore> Job<'_, S> {
                     .await
                     .map(|cid| (digest, size, cid))
             })
-            .buffer_unordered(BLOB_CONCURRENCY)
+            .buffer_unordered(match self.options.blob_concurrency {
+                0 => BLOB_CONCURRENCY,
+                n => n,
+            })
             .try_collect()
             .await?;
         for (digest, size, cid) in stored {

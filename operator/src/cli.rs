@@ -66,6 +66,12 @@ pub struct ConvertArgs {
     #[arg(long, env = "CONVERT_ESTARGZ")]
     pub estargz: bool,
 
+    /// Blobs of a manifest fetched and added at a time.
+    #[arg(long, env = "CONVERT_BLOB_CONCURRENCY",
+          default_value_t = ipfs_oci::convert::BLOB_CONCURRENCY as u16,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub blob_concurrency: u16,
+
     /// Registry user name (the password is read from stdin, see --password-stdin).
     #[arg(long, env = "REGISTRY_USERNAME", requires = "password_stdin")]
     pub username: Option<String>,

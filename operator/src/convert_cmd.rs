@@ -45,6 +45,7 @@ pub async fn run(ipfs_api: &str, args: ConvertArgs) -> Result<()> {
         progress: Some(progress.clone()),
         // A user's pin: nothing the operator would ever sweep.
         pin_name: None,
+        blob_concurrency: usize::from(args.blob_concurrency),
     };
     let image = convert(&ipfs, &source, &reference, &options).await?;
     progress.finished();

@@ -359,6 +359,7 @@ async fn import<S: IpfsStore>(
         max_image_size: ctx.config.max_image_size,
         progress: None,
         pin_name: Some(layout_pin_name(obj)),
+        blob_concurrency: 0, // the default
     };
     let converting = convert(&ctx.ipfs, &registry, reference, &options);
     // A registry that never finishes must not hold a reconcile slot forever.
