@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 pub use oci_client::Reference;
 
-pub use self::challenge::{Challenge, parse_challenge};
+use self::challenge::parse_challenge;
 use self::client::{CappedReadError, RegistryClient, read_capped};
 use crate::address::AddressPolicy;
 use crate::digest::{Digest, verify_bytes};

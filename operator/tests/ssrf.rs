@@ -153,6 +153,14 @@ fn start_operator(
     .unwrap()
 }
 
+/// One IpfsImage per proxy: `name` imports `test/busybox:1` through it.
+fn import_through(world: &ChartWorld, sources: &[(&str, &HttpProxy)]) {
+    for (name, proxy) in sources {
+        let source = format!("{}/test/busybox:1", proxy.addr);
+        world.apply(name, &image(name, &source)).unwrap();
+    }
+}
+
 /// Wait until `name` is Ready.
 fn wait_ready(world: &ChartWorld, op: &OperatorProcess, name: &str) {
     let mut last = Value::Null;
@@ -186,14 +194,14 @@ fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned()
         &[&loopback.addr, &metadata.addr, &noisy.addr],
         &[],
     );
-    for (name, proxy) in [
-        ("loopback", &loopback),
-        ("metadata", &metadata),
-        ("noisy", &noisy),
-    ] {
-        let source = format!("{}/test/busybox:1", proxy.addr);
-        world.apply(name, &image(name, &source)).unwrap();
-    }
+    import_through(
+        &world,
+        &[
+            ("loopback", &loopback),
+            ("metadata", &metadata),
+            ("noisy", &noisy),
+        ],
+    );
 
     for (name, target) in [
         ("loopback", witness.addr.clone()),
@@ -242,10 +250,7 @@ fn a_registry_outside_the_allow_list_is_refused_before_any_request() {
         &[&listed.addr, &unlisted.addr],
         &["--allowed-registry", &allowed],
     );
-    for (name, proxy) in [("listed", &listed), ("unlisted", &unlisted)] {
-        let source = format!("{}/test/busybox:1", proxy.addr);
-        world.apply(name, &image(name, &source)).unwrap();
-    }
+    import_through(&world, &[("listed", &listed), ("unlisted", &unlisted)]);
     let ready = ready_with(&world, &op, "unlisted", "RegistryNotAllowed");
     let message = ready["message"].as_str().unwrap();
     assert!(
@@ -302,10 +307,10 @@ fn redirects_to_internal_addresses_are_refused_unsent_and_others_followed() {
         &[&literal.addr, &named.addr, &cdn.addr, &world.registry.addr],
         &[],
     );
-    for (name, proxy) in [("literal", &literal), ("named", &named), ("cdn", &cdn)] {
-        let source = format!("{}/test/busybox:1", proxy.addr);
-        world.apply(name, &image(name, &source)).unwrap();
-    }
+    import_through(
+        &world,
+        &[("literal", &literal), ("named", &named), ("cdn", &cdn)],
+    );
     for (name, target) in [
         ("literal", literal_witness.addr.clone()),
         ("named", "localhost".to_owned()),

@@ -86,7 +86,7 @@ impl RegistryClient {
             let answer = request
                 .send()
                 .await
-                .map_err(|e| transport_error(what, registry, &e))?;
+                .map_err(|e| transport_error(what, registry, "us", &e))?;
             if answer.status() == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
                 let challenge = answer
@@ -166,15 +166,10 @@ impl RegistryClient {
         if let Some(c) = &self.credentials {
             request = request.header(AUTHORIZATION, basic(c));
         }
-        let answer = request.send().await.map_err(|e| {
-            let mut error = transport_error(what, registry, &e);
-            if error.kind == SourceErrorKind::AddressRefused {
-                error.message = format!("{what}: {registry} sent its auth realm to {}", {
-                    refusal_in(&e).map_or_else(String::new, ToString::to_string)
-                });
-            }
-            error
-        })?;
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| transport_error(what, registry, "its auth realm", &e))?;
         if matches!(
             answer.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -239,12 +234,13 @@ pub fn host_of(registry: &str) -> &str {
     registry.rsplit_once(':').map_or(registry, |(h, _)| h)
 }
 
-/// No answer: the guard refused the connection, or the network failed.
-fn transport_error(what: &str, registry: &str, e: &reqwest::Error) -> SourceError {
+/// No answer: the guard refused the connection (`{registry} sent {whom} to …`), or the network
+/// failed.
+fn transport_error(what: &str, registry: &str, whom: &str, e: &reqwest::Error) -> SourceError {
     if let Some(refused) = refusal_in(e) {
         return SourceError::new(
             SourceErrorKind::AddressRefused,
-            format!("{what}: {registry} sent us to {refused}"),
+            format!("{what}: {registry} sent {whom} to {refused}"),
         );
     }
     let mut chain = e.to_string();
