@@ -378,9 +378,12 @@ fn a_pull_goes_on_from_the_upstream_when_ipfs_dies_mid_blob() {
         w.containerd.image_digest(&original).unwrap(),
         registry_digest(&w.registry, "test/big:1")
     );
+    // The gate had passed 8 MiB when Kubo died, but what was still in the buffers between the
+    // gate and containerd (the proxy's and the agent's sockets) is lost with it and never counted
+    // as served: CI saw 7.67 MiB. Half the gate's mark still proves the agent served part.
     let blob_bytes = agent.metric_sum("ipfs_image_agent_bytes_served_total", &[("kind", "blob")]);
     assert!(
-        (8 * MIB) as f64 <= blob_bytes && blob_bytes < LAYER as f64,
+        (4 * MIB) as f64 <= blob_bytes && blob_bytes < LAYER as f64,
         "the agent served part of the layer, not none nor all: {blob_bytes}"
     );
     // The rest came from the upstream as a range (206), not the whole layer again.
