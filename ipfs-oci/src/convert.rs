@@ -20,8 +20,8 @@ use crate::estargz::{
     stream::convert_stream,
 };
 use crate::format::{
-    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, Platform, RootDescriptor, annotation,
-    media_type,
+    Descriptor, MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, Platform, RootDescriptor,
+    annotation, media_type,
 };
 use crate::ipfs::{IpfsError, IpfsStore};
 use crate::layout::Staging;
@@ -244,28 +244,16 @@ struct Job<'a, S> {
     declared: BTreeMap<Digest, u64>,
 }
 
-fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, ConvertError> {
-    v.get(name)
-        .ok_or_else(|| ConvertError::Invalid(format!("descriptor without {name}: {v}")))
-}
-
-/// A descriptor's digest, size and media type. Public for the fuzz harness (`fuzz/harness`)
-/// only: it is the piece of `convert` that parses what a source registry sent.
-#[doc(hidden)]
-pub fn descriptor_digest(v: &Value) -> Result<(Digest, u64, String), ConvertError> {
-    let digest = field(v, "digest")?
-        .as_str()
-        .ok_or_else(|| ConvertError::Invalid("digest is not a string".into()))?
-        .parse::<Digest>()
-        .map_err(|e| ConvertError::Invalid(e.to_string()))?;
-    let size = field(v, "size")?
-        .as_u64()
-        .ok_or_else(|| ConvertError::Invalid(format!("bad size in {v}")))?;
-    let mt = field(v, "mediaType")?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    Ok((digest, size, mt))
+/// A descriptor a source registry sent, with the media type OCI requires of it.
+fn descriptor(v: &Value) -> Result<Descriptor, ConvertError> {
+    let d = Descriptor::from_json(v).map_err(|e| ConvertError::Invalid(e.to_string()))?;
+    if d.media_type.is_empty() {
+        return Err(ConvertError::Invalid(format!(
+            "descriptor {} without mediaType",
+            d.digest
+        )));
+    }
+    Ok(d)
 }
 
 impl<S: IpfsStore> Job<'_, S> {
@@ -418,7 +406,7 @@ impl<S: IpfsStore> Job<'_, S> {
             {
                 continue;
             }
-            let (digest, size, _) = descriptor_digest(child)?;
+            let Descriptor { digest, size, .. } = descriptor(child)?;
             let child_raw = self
                 .source
                 .fetch_child_manifest(self.reference, digest, size)
@@ -534,16 +522,16 @@ impl<S: IpfsStore> Job<'_, S> {
             return Err(ConvertError::Invalid("manifest without config".into()));
         }
         // The size limit counts what the manifest declares, before any blob is downloaded.
-        let mut declared = vec![descriptor_digest(&manifest["config"])?];
+        let mut declared = vec![descriptor(&manifest["config"])?];
         for layer in manifest["layers"].as_array().into_iter().flatten() {
-            declared.push(descriptor_digest(layer)?);
+            declared.push(descriptor(layer)?);
         }
-        self.check_declared_size(declared.iter().map(|(d, size, _)| (*d, *size)))?;
+        let declared: Vec<(Digest, u64)> = declared.iter().map(|d| (d.digest, d.size)).collect();
+        self.check_declared_size(declared.iter().copied())?;
         // Without eStargz every declared blob is stored as it is: fetch them side by side first
         // (the rewrites below then find each one stored). eStargz converts layer by layer.
         if !self.options.estargz {
-            self.store_blobs(declared.iter().map(|(d, size, _)| (*d, *size)).collect())
-                .await?;
+            self.store_blobs(declared).await?;
         }
         let layers = manifest
             .get_mut("layers")
@@ -558,7 +546,7 @@ impl<S: IpfsStore> Job<'_, S> {
         let (config_cid, config_digest, config_size) = if diff_ids.iter().any(Option::is_some) {
             self.rewrite_config(config, &diff_ids).await?
         } else {
-            let (digest, size, _) = descriptor_digest(config)?;
+            let Descriptor { digest, size, .. } = descriptor(config)?;
             (self.rewrite_descriptor(config).await?, digest, size)
         };
         manifest["mediaType"] = media_type::OCI_MANIFEST.into();
@@ -589,7 +577,12 @@ impl<S: IpfsStore> Job<'_, S> {
 
     /// Store the blob a descriptor names and point the descriptor at it.
     async fn rewrite_descriptor(&mut self, desc: &mut Value) -> Result<Cid, ConvertError> {
-        let (digest, size, mt) = descriptor_digest(desc)?;
+        let Descriptor {
+            digest,
+            size,
+            media_type: mt,
+            ..
+        } = descriptor(desc)?;
         let cid = self.store_blob(digest, size).await?;
         desc["mediaType"] = media_type::to_oci(&mt).into();
         desc["urls"] = json!([ipfs_url(&cid)]);
@@ -598,7 +591,12 @@ impl<S: IpfsStore> Job<'_, S> {
 
     /// Store a layer, as eStargz when asked and possible; returns its new diff_id if converted.
     async fn rewrite_layer(&mut self, desc: &mut Value) -> Result<Option<Digest>, ConvertError> {
-        let (digest, size, mt) = descriptor_digest(desc)?;
+        let Descriptor {
+            digest,
+            size,
+            media_type: mt,
+            ..
+        } = descriptor(desc)?;
         let already = desc
             .get("annotations")
             .and_then(|a| a.get(TOC_DIGEST_ANNOTATION))
@@ -712,7 +710,12 @@ impl<S: IpfsStore> Job<'_, S> {
         desc: &mut Value,
         diff_ids: &[Option<Digest>],
     ) -> Result<(Cid, Digest, u64), ConvertError> {
-        let (digest, size, mt) = descriptor_digest(desc)?;
+        let Descriptor {
+            digest,
+            size,
+            media_type: mt,
+            ..
+        } = descriptor(desc)?;
         if size > MAX_MANIFEST_BYTES {
             return Err(ConvertError::TooLarge {
                 what: format!("config {digest}"),

@@ -80,6 +80,8 @@ pub mod annotation {
 /// Manifests, indexes and root descriptors are read whole; anything larger is refused
 /// (the limit registries commonly apply to manifests).
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// The root descriptor (whose CID is the image's) is one small JSON object.
+pub const MAX_ROOT_DESCRIPTOR_BYTES: u64 = 64 * 1024;
 /// Indexes may nest (index → index → manifest); deeper than this is treated as hostile.
 pub const MAX_NESTING: usize = 4;
 /// Manifests in one image, all levels together.
@@ -95,6 +97,64 @@ pub struct RootDescriptor {
     pub size: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+}
+
+/// A content descriptor as manifests and indexes carry it (OCI image-spec `descriptor.md`), read
+/// from what a registry or IPFS sent. What this project does not look at is kept in `other`, so
+/// a descriptor read and written back loses nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<serde_json::Value>,
+    /// Values should be strings; others are kept but never read (see [`Descriptor::annotation`]).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid descriptor: {0}")]
+pub struct DescriptorError(String);
+
+impl Descriptor {
+    /// Read a descriptor out of a manifest's or index's JSON.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, DescriptorError> {
+        Self::deserialize(v).map_err(|e| {
+            DescriptorError(format!(
+                "{} in {}",
+                shorten(&e.to_string()),
+                shorten(&v.to_string())
+            ))
+        })
+    }
+
+    /// An annotation's value, when it is a string.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+    }
+
+    /// The descriptor's platform, when it has one that `os/arch[/variant]` can spell.
+    pub fn platform(&self) -> Option<Platform> {
+        self.platform.as_ref().and_then(Platform::from_json)
+    }
+}
+
+/// Input quoted in an error message (serde quotes values too): hostile input can be megabytes.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 160;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// `os/arch[/variant]`, as in `--platform` and `spec.platforms`.
@@ -229,6 +289,34 @@ mod tests {
             json.ends_with(r#","size":1,"urls":["ipfs://bafk"]}"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn descriptors_keep_what_they_do_not_name() {
+        let digest = Digest::of(b"x");
+        let json = serde_json::json!({
+            "mediaType": media_type::OCI_MANIFEST, "digest": digest.to_string(), "size": 7,
+            "platform": {"os": "linux", "architecture": "arm64"},
+            "annotations": {"a": "b", "n": 1}, "artifactType": "x/y", "data": "eA=="
+        });
+        let d = Descriptor::from_json(&json).unwrap();
+        assert_eq!((d.digest, d.size), (digest, 7));
+        assert_eq!(d.platform(), Some("linux/arm64".parse().unwrap()));
+        assert_eq!((d.annotation("a"), d.annotation("n")), (Some("b"), None));
+        assert_eq!(serde_json::to_value(&d).unwrap(), json);
+        for bad in [
+            serde_json::json!({"digest": digest.to_string()}),
+            serde_json::json!({"size": 1}),
+            serde_json::json!({"digest": "sha256:00", "size": 1}),
+            serde_json::json!({"digest": digest.to_string(), "size": -1}),
+            serde_json::json!({"digest": digest.to_string(), "size": 1, "urls": [1]}),
+            serde_json::json!([digest.to_string(), 1]),
+        ] {
+            assert!(Descriptor::from_json(&bad).is_err(), "{bad}");
+        }
+        let long = serde_json::json!({"size": "x".repeat(10_000)});
+        let message = Descriptor::from_json(&long).unwrap_err().to_string();
+        assert!(message.len() < 400, "{message}");
     }
 
     #[test]

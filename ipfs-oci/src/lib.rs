@@ -2,6 +2,7 @@
 //! clients it needs: a Kubo RPC client and a source-registry client. Knows nothing of Kubernetes.
 
 pub mod address;
+pub mod adopt;
 pub mod content_id;
 pub mod convert;
 pub mod digest;

@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::content_id::{cid_from_urls, parse_cid, to_base32};
 use crate::digest::{Digest, verify_bytes};
 use crate::format::{
-    MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, RootDescriptor, annotation, media_type,
+    Descriptor, MAX_MANIFEST_BYTES, MAX_MANIFESTS, MAX_NESTING, MAX_ROOT_DESCRIPTOR_BYTES,
+    RootDescriptor, annotation, media_type,
 };
 use crate::ipfs::{IpfsError, IpfsStore};
 
@@ -155,7 +156,7 @@ pub async fn resolve_converted<S: IpfsStore>(
         root: root_name.clone(),
         detail,
     };
-    let root_bytes = ipfs.cat_to_vec(root_cid, 64 * 1024).await?;
+    let root_bytes = ipfs.cat_to_vec(root_cid, MAX_ROOT_DESCRIPTOR_BYTES).await?;
     let root: RootDescriptor = serde_json::from_slice(&root_bytes)
         .map_err(|e| invalid(format!("root is not an OCI descriptor: {e}")))?;
     let mut walk = Walk {
@@ -306,32 +307,22 @@ impl<S: IpfsStore> Walk<'_, S> {
         );
 
         if media_type::is_index(mt) {
-            let children = doc
+            for child in doc
                 .get("manifests")
                 .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for child in &children {
-                let (d, s, cmt, ccid) = self.descriptor(child)?;
-                Box::pin(self.manifest(&cmt, d, s, ccid, depth + 1)).await?;
-                if let Some(a) = child.get("annotations") {
-                    let orig = (
-                        a.get(annotation::ORIGINAL_DIGEST),
-                        a.get(annotation::ORIGINAL_CID),
-                    );
-                    if let (Some(Value::String(od)), Some(Value::String(oc))) = orig {
-                        let od: Digest = od.parse().map_err(|e| {
-                            self.invalid(format!("{}: {e}", annotation::ORIGINAL_DIGEST))
-                        })?;
-                        let oc = parse_cid(oc).map_err(|e| self.invalid(e.to_string()))?;
-                        let omt = a
-                            .get(annotation::ORIGINAL_MEDIA_TYPE)
-                            .and_then(Value::as_str)
-                            .unwrap_or(&cmt)
-                            .to_owned();
-                        self.original(od, oc, &omt);
-                    }
-                }
+                .into_iter()
+                .flatten()
+            {
+                let (child, cid) = self.descriptor(child)?;
+                Box::pin(self.manifest(
+                    &child.media_type,
+                    child.digest,
+                    child.size,
+                    cid,
+                    depth + 1,
+                ))
+                .await?;
+                self.note_original_of(&child)?;
             }
         } else if media_type::is_manifest(mt) {
             let config = doc
@@ -340,14 +331,14 @@ impl<S: IpfsStore> Walk<'_, S> {
             let layers = doc
                 .get("layers")
                 .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for blob in std::iter::once(config).chain(layers.iter()) {
-                let (d, s, bmt, bcid) = self.descriptor(blob)?;
-                self.entries.entry(d).or_insert(DagEntry {
-                    cid: bcid,
-                    media_type: bmt,
-                    size: s,
+                .into_iter()
+                .flatten();
+            for blob in std::iter::once(config).chain(layers) {
+                let (blob, cid) = self.descriptor(blob)?;
+                self.entries.entry(blob.digest).or_insert(DagEntry {
+                    cid,
+                    media_type: blob.media_type,
+                    size: blob.size,
                     bytes: None,
                 });
             }
@@ -357,33 +348,31 @@ impl<S: IpfsStore> Walk<'_, S> {
         Ok(())
     }
 
-    fn descriptor(&self, v: &Value) -> Result<(Digest, u64, String, Cid), ResolveError> {
-        let digest = v
-            .get("digest")
-            .and_then(Value::as_str)
-            .ok_or_else(|| self.invalid("descriptor without digest"))?
-            .parse::<Digest>()
-            .map_err(|e| self.invalid(e.to_string()))?;
-        let size = v
-            .get("size")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.invalid(format!("descriptor {digest} without size")))?;
-        let mt = v
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+    /// A descriptor with the CID its `ipfs://` url names.
+    fn descriptor(&self, v: &Value) -> Result<(Descriptor, Cid), ResolveError> {
+        let d = Descriptor::from_json(v).map_err(|e| self.invalid(e.to_string()))?;
+        let cid = cid_in(&d.urls).map_err(|e| self.invalid(format!("{}: {e}", d.digest)))?;
+        Ok((d, cid))
+    }
+
+    /// A converted manifest's descriptor names the original it was converted from (see
+    /// [`annotation::ORIGINAL_DIGEST`]): note it for [`resolve_originals`].
+    fn note_original_of(&mut self, child: &Descriptor) -> Result<(), ResolveError> {
+        let (Some(digest), Some(cid)) = (
+            child.annotation(annotation::ORIGINAL_DIGEST),
+            child.annotation(annotation::ORIGINAL_CID),
+        ) else {
+            return Ok(());
+        };
+        let digest: Digest = digest
+            .parse()
+            .map_err(|e| self.invalid(format!("{}: {e}", annotation::ORIGINAL_DIGEST)))?;
+        let cid = parse_cid(cid).map_err(|e| self.invalid(e.to_string()))?;
+        let mt = child
+            .annotation(annotation::ORIGINAL_MEDIA_TYPE)
+            .unwrap_or(&child.media_type)
             .to_owned();
-        let urls: Vec<String> = v
-            .get("urls")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let cid = cid_in(&urls).map_err(|e| self.invalid(format!("{digest}: {e}")))?;
-        Ok((digest, size, mt, cid))
+        self.original(digest, cid, &mt);
+        Ok(())
     }
 }

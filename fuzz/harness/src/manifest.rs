@@ -1,8 +1,7 @@
 //! Manifest, index and descriptor JSON as `convert` reads it from a source registry (and as
 //! `resolve` reads a root descriptor); `resolve.rs` walks whole images.
 
-use ipfs_oci::convert::descriptor_digest;
-use ipfs_oci::format::{Platform, RootDescriptor, media_type};
+use ipfs_oci::format::{Descriptor, Platform, RootDescriptor, media_type};
 use ipfs_oci::source::sniff_media_type;
 use serde_json::Value;
 
@@ -20,7 +19,7 @@ pub fn manifest_json(data: &[u8]) {
     let Ok(doc) = serde_json::from_slice::<Value>(data) else {
         return;
     };
-    // A config's platform, then every descriptor the way convert reads them.
+    // A config's platform, then every descriptor the way convert and resolve read them.
     platform(&doc);
     let children = ["manifests", "layers"]
         .iter()
@@ -28,8 +27,12 @@ pub fn manifest_json(data: &[u8]) {
         .flatten()
         .chain(doc.get("config"));
     for child in children {
-        if let Ok((digest, _size, mt)) = descriptor_digest(child) {
-            let _ = (digest.to_string(), media_type::to_oci(&mt));
+        if let Ok(d) = Descriptor::from_json(child) {
+            let _ = (d.digest.to_string(), media_type::to_oci(&d.media_type));
+            // What a descriptor does not name is kept: written back, it reads as itself.
+            let written = serde_json::to_value(&d).expect("descriptors serialize");
+            assert_eq!(Descriptor::from_json(&written).ok().as_ref(), Some(&d));
+            let _ = d.platform();
         }
         if let Some(p) = child.get("platform") {
             platform(p);

@@ -1,6 +1,7 @@
 //! Reconcile errors, each mapped to the condition reason users (and alerts) see.
 
 use ipfs_image_api::Reason;
+use ipfs_oci::adopt::AdoptError;
 use ipfs_oci::convert::ConvertError;
 use ipfs_oci::ipfs::IpfsError;
 use ipfs_oci::resolve::ResolveError;
@@ -155,9 +156,21 @@ impl From<ResolveError> for Error {
     }
 }
 
+impl From<AdoptError> for Error {
+    fn from(e: AdoptError) -> Self {
+        match e {
+            AdoptError::Resolve(e) => e.into(),
+            AdoptError::Read(e) => ipfs_read_error(e),
+            AdoptError::Mismatch { .. } => Self::image(Reason::InvalidImage, e.to_string()),
+            AdoptError::Unreadable { .. } => Self::image(Reason::ContentUnavailable, e.to_string()),
+            AdoptError::Layout(e) => e.into(),
+        }
+    }
+}
+
 /// Reading adopted content: a daemon that is down is `IpfsUnavailable`; a read that times out
 /// (nobody provides the CID) is `ContentUnavailable`.
-pub fn ipfs_read_error(e: IpfsError) -> Error {
+fn ipfs_read_error(e: IpfsError) -> Error {
     match e {
         IpfsError::Timeout { .. } => Error::image(
             Reason::ContentUnavailable,
@@ -165,5 +178,102 @@ pub fn ipfs_read_error(e: IpfsError) -> Error {
         ),
         IpfsError::TooLarge { .. } => Error::image(Reason::ManifestTooLarge, e.to_string()),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ipfs_oci::digest::Digest;
+
+    use super::*;
+
+    /// Each refusal of resolve and adopt gets its own reason, and the message is the refusal's
+    /// own (which names the image and the limit; ipfs-oci's tests check those texts).
+    #[test]
+    fn adopt_and_resolve_refusals_map_to_their_reasons() {
+        let root = "bafyroot".to_owned();
+        let digest = Digest::of(b"x");
+        let cases: Vec<(AdoptError, Reason)> = vec![
+            (
+                ResolveError::TooDeep {
+                    root: root.clone(),
+                    max: 4,
+                }
+                .into(),
+                Reason::DagTooDeep,
+            ),
+            (
+                ResolveError::TooManyManifests {
+                    root: root.clone(),
+                    max: 1024,
+                }
+                .into(),
+                Reason::TooManyManifests,
+            ),
+            (
+                ResolveError::TooLarge {
+                    root: root.clone(),
+                    digest,
+                    size: 5,
+                    max: 4,
+                }
+                .into(),
+                Reason::ManifestTooLarge,
+            ),
+            (
+                ResolveError::Invalid {
+                    root: root.clone(),
+                    detail: "root is not an OCI descriptor".into(),
+                }
+                .into(),
+                Reason::InvalidImage,
+            ),
+            (
+                AdoptError::Mismatch {
+                    digest,
+                    cid: "bafyblob".into(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "digest"),
+                },
+                Reason::InvalidImage,
+            ),
+            (
+                AdoptError::Unreadable {
+                    digest,
+                    cid: "bafyblob".into(),
+                    source: std::io::Error::other("reset"),
+                },
+                Reason::ContentUnavailable,
+            ),
+        ];
+        for (refusal, reason) in cases {
+            let text = refusal.to_string();
+            let error = Error::from(refusal);
+            assert_eq!(error.reason(), Some(reason), "{text}");
+            assert_eq!(error.message(), text);
+        }
+        // Reading from IPFS: a timeout is content nobody provides; a daemon answering that it
+        // is full is its disk, whether resolve, a blob read or the layout's pin met it.
+        let timeout = || IpfsError::Timeout {
+            endpoint: "cat",
+            after: Duration::from_secs(5),
+        };
+        let full = || IpfsError::Api {
+            endpoint: "pin/add",
+            message: "write: no space left on device".into(),
+        };
+        for (refusal, reason) in [
+            (AdoptError::Read(timeout()), Reason::ContentUnavailable),
+            (
+                ResolveError::Ipfs(timeout()).into(),
+                Reason::ContentUnavailable,
+            ),
+            (AdoptError::Layout(full()), Reason::IpfsStorageFull),
+            (AdoptError::Read(full()), Reason::IpfsStorageFull),
+        ] {
+            let text = refusal.to_string();
+            assert_eq!(Error::from(refusal).reason(), Some(reason), "{text}");
+        }
     }
 }

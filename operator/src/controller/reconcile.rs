@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ipfs_image_api::conditions::types;
 use ipfs_image_api::names::{FIELD_MANAGER, FINALIZER, annotations};
 use ipfs_image_api::{
@@ -15,17 +14,15 @@ use ipfs_image_api::{
     ipfs_image_reference, is_condition_true, set_condition,
 };
 use ipfs_oci::Cid;
+use ipfs_oci::adopt::adopt;
 use ipfs_oci::content_id::{parse_cid, to_base32};
 use ipfs_oci::convert::{ConvertOptions, convert};
-use ipfs_oci::digest::Digest;
 use ipfs_oci::format::Platform;
-use ipfs_oci::ipfs::{ByteRange, IpfsStore};
-use ipfs_oci::layout::{Staging, discard_staging};
-use ipfs_oci::resolve::resolve;
+use ipfs_oci::ipfs::IpfsStore;
+use ipfs_oci::layout::discard_staging;
 use ipfs_oci::source::{
     Reference, SourceRegistry, credentials_from_docker_config, parse_reference,
 };
-use ipfs_oci::verified_stream::verified;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -34,10 +31,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Context;
-use super::error::{Error, Result, ipfs_read_error};
+use super::error::{Error, Result};
 use super::nodes::ClusterNodes;
 
 /// The Secret type and key of Docker config pull secrets.
@@ -512,97 +509,6 @@ async fn apply_cid<S: IpfsStore>(
         release(obj, ctx, &old, None).await?;
     }
     Ok(requeue_after(ctx.config.recheck_interval))
-}
-
-/// What adopting a CID produced.
-pub struct Adopted {
-    pub layout_cid: Cid,
-    pub source_digest: Option<Digest>,
-    pub platforms: Vec<String>,
-    pub total_size: u64,
-    pub blob_count: usize,
-}
-
-/// Fetch and verify every blob of the image at `root` once, lay them out as an OCI image
-/// layout directory (the same one `convert` makes, so the same image gets the same layout
-/// CID) and pin it.
-pub async fn adopt<S: IpfsStore>(ipfs: &S, root: &Cid, pin_name: Option<&str>) -> Result<Adopted> {
-    let dag = resolve(ipfs, root).await?;
-    let root_bytes = ipfs
-        .cat_to_vec(root, 64 * 1024)
-        .await
-        .map_err(ipfs_read_error)?;
-    let mut blobs = Vec::with_capacity(dag.len() + 1);
-    let mut total_size = root_bytes.len() as u64;
-    blobs.push((Digest::of(&root_bytes), *root));
-    for (digest, entry) in dag.entries() {
-        if entry.bytes.is_none() {
-            // Manifests were verified by resolve; configs and layers stream through a verifier.
-            let stream = ipfs
-                .cat(&entry.cid, ByteRange::default())
-                .await
-                .map_err(ipfs_read_error)?;
-            let mut stream = verified(stream, *digest, Some(entry.size));
-            while let Some(chunk) = stream.next().await {
-                chunk.map_err(|e| match e.kind() {
-                    std::io::ErrorKind::InvalidData => Error::image(
-                        Reason::InvalidImage,
-                        format!(
-                            "blob {digest} ({}) does not match its descriptor: {e}",
-                            to_base32(&entry.cid)
-                        ),
-                    ),
-                    _ => Error::image(
-                        Reason::ContentUnavailable,
-                        format!("reading blob {digest} ({}): {e}", to_base32(&entry.cid)),
-                    ),
-                })?;
-            }
-        }
-        total_size += entry.size;
-        blobs.push((*digest, entry.cid));
-    }
-    let blob_count = blobs.len();
-    // The blobs are held by nothing but the network until the layout is pinned, so nothing of
-    // this node's needs staging; the layout itself is built there all the same.
-    let key = Staging::<S>::fresh_key();
-    let layout_cid = match Staging::open(ipfs, &key)
-        .await?
-        .pin_as(pin_name)
-        .commit_layout(&dag.root, blobs)
-        .await
-    {
-        Ok(cid) => cid,
-        Err(e) => {
-            let _ = discard_staging(ipfs, &key).await;
-            return Err(e.into());
-        }
-    };
-
-    let top: Value = dag
-        .top()
-        .1
-        .bytes
-        .as_ref()
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
-    let mut platforms: Vec<String> = top
-        .get("manifests")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("platform").and_then(Platform::from_json))
-        .map(|p| p.to_string())
-        .collect();
-    platforms.sort();
-    platforms.dedup();
-    Ok(Adopted {
-        layout_cid,
-        source_digest: dag.source_digest,
-        platforms,
-        total_size,
-        blob_count,
-    })
 }
 
 /// Write the status of a freshly pinned `layout`, which names it, as one step against
