@@ -1,6 +1,6 @@
 //! Prometheus metrics of the controller, in a registry of their own.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipfs_image_api::Reason;
 use prometheus::{
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub import_bytes: IntCounter,
     /// Reconciles running right now.
     pub in_flight: IntGauge,
+    /// Wall time of every reconcile, whatever its outcome.
+    pub reconcile_duration: Histogram,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
 }
@@ -65,6 +67,16 @@ impl Metrics {
             "Reconciles running now",
         )
         .expect("valid metric");
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "ipfs_image_operator_reconcile_duration_seconds",
+                "Duration of reconciles (apply and cleanup), successful or not",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+            ]),
+        )
+        .expect("valid metric");
         let leader = IntGauge::new(
             "ipfs_image_operator_leader",
             "1 while this replica is the leader",
@@ -76,6 +88,7 @@ impl Metrics {
             Box::new(import_duration.clone()),
             Box::new(import_bytes.clone()),
             Box::new(in_flight.clone()),
+            Box::new(reconcile_duration.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -92,7 +105,20 @@ impl Metrics {
             import_duration,
             import_bytes,
             in_flight,
+            reconcile_duration,
             leader,
+        }
+    }
+
+    /// Count a reconcile that starts now; it is in flight, and timed, until the guard drops
+    /// (also when the reconcile fails or is cancelled).
+    pub fn reconcile_started(&self) -> ReconcileGuard {
+        self.reconciles.inc();
+        self.in_flight.inc();
+        ReconcileGuard {
+            in_flight: self.in_flight.clone(),
+            duration: self.reconcile_duration.clone(),
+            started: Instant::now(),
         }
     }
 
@@ -108,5 +134,19 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding never fails");
         String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// A reconcile in flight (see [`Metrics::reconcile_started`]).
+pub struct ReconcileGuard {
+    in_flight: IntGauge,
+    duration: Histogram,
+    started: Instant,
+}
+
+impl Drop for ReconcileGuard {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+        self.duration.observe(self.started.elapsed().as_secs_f64());
     }
 }

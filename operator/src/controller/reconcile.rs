@@ -1,56 +1,63 @@
-//! Reconciling one `IpfsImage`: import or adopt, pin, report; unpin on delete.
+//! Reconciling one `IpfsImage`, as decisions: what the object needs next, then the one piece of
+//! work that does it (import, adopt, re-check, settle, release). The statuses written are built
+//! in `status`; the API writes are the context's.
 //!
 //! Writes are kept to what changed: a Ready object whose pin is still there costs one
 //! `pin/ls` and nothing else. Status goes out as a JSON merge patch of the status subresource
 //! that never carries `status.nodes` (each node agent owns its entry there).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ipfs_image_api::conditions::types;
-use ipfs_image_api::names::{FIELD_MANAGER, FINALIZER, annotations};
-use ipfs_image_api::{
-    ImportedSpec, IpfsImage, IpfsImageStatus, Origin, Phase, Reason, StatusSummary, condition,
-    ipfs_image_reference, is_condition_true, set_condition,
-};
+use ipfs_image_api::names::{FINALIZER, annotations};
+use ipfs_image_api::{IpfsImage, IpfsImageStatus, Origin, Reason};
 use ipfs_oci::Cid;
 use ipfs_oci::adopt::adopt;
 use ipfs_oci::content_id::{parse_cid, to_base32};
-use ipfs_oci::convert::{ConvertOptions, convert};
+use ipfs_oci::convert::{ConvertOptions, ConvertedImage, convert};
 use ipfs_oci::format::Platform;
 use ipfs_oci::ipfs::IpfsStore;
 use ipfs_oci::layout::discard_staging;
-use ipfs_oci::source::{
-    Reference, SourceRegistry, credentials_from_docker_config, parse_reference,
-};
-use k8s_openapi::api::core::v1::Secret;
+use ipfs_oci::source::{Reference, SourceRegistry, parse_reference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::Context;
+use super::context::object_key;
 use super::error::{Error, Result};
-use super::nodes::ClusterNodes;
-
-/// The Secret type and key of Docker config pull secrets.
-const DOCKERCONFIGJSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
-const DOCKERCONFIGJSON_KEY: &str = ".dockerconfigjson";
+use super::secrets::pull_credentials;
+use super::status::{self, Pinned, own_status};
 
 /// Reconcile one object: the entry point the `Controller` calls (and tests drive directly).
 pub async fn reconcile<S: IpfsStore + 'static>(
     obj: Arc<IpfsImage>,
     ctx: Arc<Context<S>>,
 ) -> Result<Action> {
-    ctx.metrics.reconciles.inc();
+    let span = tracing::info_span!(
+        "reconcile",
+        object = %object_key(&obj),
+        generation = obj.metadata.generation,
+        trace_id = %next_trace_id(),
+    );
+    reconcile_in_span(obj, ctx).instrument(span).await
+}
+
+async fn reconcile_in_span<S: IpfsStore + 'static>(
+    obj: Arc<IpfsImage>,
+    ctx: Arc<Context<S>>,
+) -> Result<Action> {
+    let _timed = ctx.metrics.reconcile_started();
     // The orphan sweep waits for reconciles to finish: a pin made here before its status write
     // is never taken for an orphan.
     let _pins = ctx.pins.read().await;
-    ctx.metrics.in_flight.inc();
     let key = object_key(&obj);
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
     let api: Api<IpfsImage> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -67,11 +74,16 @@ pub async fn reconcile<S: IpfsStore + 'static>(
         | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
         other => Error::Finalizer(Box::new(other)),
     });
-    ctx.metrics.in_flight.dec();
     if result.is_ok() {
         ctx.reset_backoff(&key);
     }
     result
+}
+
+/// An id for one reconcile's log lines: unique in this process, and ordered.
+fn next_trace_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// After a failed reconcile: count it, and retry with an exponential backoff per object.
@@ -90,54 +102,162 @@ pub fn error_policy<S: IpfsStore>(
     Action::requeue(delay)
 }
 
-fn object_key(obj: &IpfsImage) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
 async fn apply<S: IpfsStore>(obj: Arc<IpfsImage>, ctx: &Context<S>) -> Result<Action> {
-    match apply_spec(&obj, ctx).await {
-        Ok(action) => Ok(action),
-        Err(e) => {
-            if e.reason().is_some() {
-                report_failure(&obj, ctx, &e).await?;
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn apply_spec<S: IpfsStore>(obj: &IpfsImage, ctx: &Context<S>) -> Result<Action> {
-    match obj.spec.origin() {
-        Some(Origin::Source(source)) => apply_source(obj, ctx, source).await,
-        Some(Origin::Cid(cid)) => apply_cid(obj, ctx, cid).await,
+    let result = match obj.spec.origin() {
+        Some(Origin::Source(source)) => apply_source(&obj, ctx, source).await,
+        Some(Origin::Cid(cid)) => apply_cid(&obj, ctx, cid).await,
         None => Err(Error::image(
             Reason::InvalidReference,
             "exactly one of spec.source and spec.cid must be set",
         )),
-    }
-}
-
-/// The status as this reconcile starts from: the object's, without the agents' entries.
-fn own_status(obj: &IpfsImage) -> IpfsImageStatus {
-    obj.status.clone().unwrap_or_default()
-}
-
-/// The layout CID when the status says the image the spec asks for is imported: imported from
-/// the same source (or CID), platforms and eStargz setting. Other spec fields may have changed
-/// since; they need no new import.
-fn imported_layout(obj: &IpfsImage, status: &IpfsImageStatus) -> Option<Cid> {
-    if !is_condition_true(&status.conditions, types::IMPORTED) {
-        return None;
-    }
-    let same_inputs = match &status.imported_spec {
-        Some(done) => *done == ImportedSpec::of(&obj.spec),
-        // Imported before the status recorded its inputs: only the same generation counts.
-        None => status.observed_generation == obj.metadata.generation,
     };
-    if !same_inputs {
-        return None;
+    if let Err(e) = &result
+        && let Some(reason) = e.reason()
+    {
+        report_failure(&obj, ctx, e, reason).await?;
     }
-    status.layout_cid.as_deref().and_then(|c| parse_cid(c).ok())
+    result
+}
+
+/// What `spec.source` asks for, parsed and checked.
+struct SourcePlan {
+    reference: Reference,
+    platforms: Vec<Platform>,
+    /// How often the tag is re-checked (zero: never).
+    interval: Duration,
+    /// The source names a tag only (a digest pins it: nothing to re-check).
+    by_tag: bool,
+}
+
+impl SourcePlan {
+    fn of(obj: &IpfsImage, source: &str, default_interval: Duration) -> Result<Self> {
+        let reference = parse_reference(source).map_err(|e| {
+            Error::image(
+                Reason::InvalidReference,
+                format!("spec.source {source:?} is not a valid image reference: {e}"),
+            )
+        })?;
+        let platforms = obj
+            .spec
+            .platforms
+            .iter()
+            .map(|p| p.parse::<Platform>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::image(Reason::InvalidReference, format!("spec.platforms: {e}")))?;
+        let interval = obj
+            .spec
+            .recheck_interval()
+            .map_err(|e| Error::image(Reason::InvalidReference, e.to_string()))?
+            .unwrap_or(default_interval);
+        let by_tag = reference.digest().is_none();
+        Ok(Self {
+            reference,
+            platforms,
+            interval,
+            by_tag,
+        })
+    }
+
+    /// When to look again after a successful import.
+    fn requeue(&self, default_interval: Duration) -> Action {
+        requeue_after(if self.by_tag && !self.interval.is_zero() {
+            self.interval
+        } else {
+            default_interval
+        })
+    }
+}
+
+/// What a source-backed object needs next.
+#[derive(Debug, PartialEq, Eq)]
+enum SourceStep {
+    /// Nothing before this long.
+    Requeue(Duration),
+    /// The tag's re-check is due: one manifest request.
+    Recheck,
+    /// The image the spec asks for is not imported, or its pin is gone.
+    Import,
+}
+
+/// Decide a source-backed object's next step from whether it is settled (imported for this spec
+/// and pinned) and when its tag was last checked.
+fn source_step(
+    plan: &SourcePlan,
+    settled: bool,
+    recheck_requested: bool,
+    since_check: Option<Duration>,
+    default_interval: Duration,
+) -> SourceStep {
+    if !settled {
+        return SourceStep::Import;
+    }
+    if !plan.by_tag || (plan.interval.is_zero() && !recheck_requested) {
+        return SourceStep::Requeue(default_interval);
+    }
+    match since_check.filter(|elapsed| *elapsed < plan.interval) {
+        Some(elapsed) if !recheck_requested => SourceStep::Requeue(plan.interval - elapsed),
+        _ => SourceStep::Recheck,
+    }
+}
+
+async fn apply_source<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    source: &str,
+) -> Result<Action> {
+    let plan = SourcePlan::of(obj, source, ctx.config.recheck_interval)?;
+    let status = own_status(obj);
+    let settled = is_settled(obj, ctx, &status).await?;
+    if settled {
+        settle(obj, ctx, &status).await?;
+    }
+    let since_check = status
+        .last_check_time
+        .as_ref()
+        .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs());
+    let recheck_requested = obj.annotations().contains_key(annotations::RECHECK);
+    let step = source_step(
+        &plan,
+        settled,
+        recheck_requested,
+        since_check,
+        ctx.config.recheck_interval,
+    );
+    match step {
+        SourceStep::Requeue(after) => Ok(requeue_after(after)),
+        SourceStep::Recheck => recheck(obj, ctx, &plan, status).await,
+        SourceStep::Import => {
+            let registry = source_registry(obj, ctx, &plan.reference).await?;
+            import(obj, ctx, &plan, registry, status).await
+        }
+    }
+}
+
+/// Resolve the tag again: unchanged, record the check; moved, import what it points to now.
+async fn recheck<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    plan: &SourcePlan,
+    status: IpfsImageStatus,
+) -> Result<Action> {
+    let registry = source_registry(obj, ctx, &plan.reference).await?;
+    let top = registry.fetch_manifest(&plan.reference).await?;
+    let digest = top.digest.to_string();
+    if status.source_digest.as_deref() == Some(digest.as_str()) {
+        let mut next = status;
+        next.last_check_time = Some(Time(Timestamp::now()));
+        ctx.patch_status(obj, &next).await?;
+        ctx.clear_recheck_annotation(obj).await?;
+        return Ok(requeue_after(plan.interval));
+    }
+    let from = status.source_digest.clone().unwrap_or_default();
+    let note = format!(
+        "{} moved from {from} to {digest}; re-importing",
+        plan.reference.whole()
+    );
+    ctx.publish(obj, EventType::Normal, Reason::TagMoved, "Recheck", note)
+        .await;
+    import(obj, ctx, plan, registry, status).await
 }
 
 /// Whether the current generation is imported and still pinned: then there is nothing to do.
@@ -146,75 +266,22 @@ async fn is_settled<S: IpfsStore>(
     ctx: &Context<S>,
     status: &IpfsImageStatus,
 ) -> Result<bool> {
-    match imported_layout(obj, status) {
+    match status::imported_layout(obj, status) {
         Some(layout) => Ok(ctx.ipfs.is_pinned(&layout).await?),
         None => Ok(false),
     }
 }
 
-/// Phase and Ready condition from the operator's pin and the node agents' reports (of Nodes
-/// that still exist).
-fn set_ready(obj: &IpfsImage, status: &mut IpfsImageStatus, nodes: &ClusterNodes) {
-    let generation = obj.metadata.generation;
-    let cid = status.cid.clone().unwrap_or_default();
-    let wanted = obj.spec.min_replicas() as usize;
-    let have = status
-        .pinned_nodes(&cid)
-        .filter(|n| nodes.exists(&n.node) != Some(false))
-        .count();
-    status.summary = Some(StatusSummary::new(status.size, have, wanted));
-    if have >= wanted {
-        status.phase = Some(Phase::Ready);
-        let message = match wanted {
-            0 => format!("pull it as {}", status.image.as_deref().unwrap_or_default()),
-            _ => format!(
-                "pinned on {have} nodes (minReplicas {wanted}); pull it as {}",
-                status.image.as_deref().unwrap_or_default()
-            ),
-        };
-        set_condition(
-            &mut status.conditions,
-            condition(types::READY, true, Reason::Ready, message, generation),
-        );
-    } else {
-        status.phase = Some(Phase::Pinning);
-        let message = Reason::WaitingForReplicas
-            .with_next_step(&format!("{have} of {wanted} nodes have pinned the image"));
-        set_condition(
-            &mut status.conditions,
-            condition(
-                types::READY,
-                false,
-                Reason::WaitingForReplicas,
-                message,
-                generation,
-            ),
-        );
-    }
-}
-
-/// Update phase and Ready of a settled object from the node reports, and adopt a new generation
-/// whose edit needs no import (the image stays Ready throughout); writes only on change.
+/// Bring a settled object's status up to date (writes only on change), and drop the entries of
+/// deleted Nodes.
 async fn settle<S: IpfsStore>(
     obj: &IpfsImage,
     ctx: &Context<S>,
     status: &IpfsImageStatus,
 ) -> Result<()> {
-    let mut next = status.clone();
-    let generation = obj.metadata.generation;
-    if next.observed_generation != generation {
-        next.observed_generation = generation;
-        for c in next
-            .conditions
-            .iter_mut()
-            .filter(|c| c.type_ == types::IMPORTED || c.type_ == types::PINNED)
-        {
-            c.observed_generation = generation;
-        }
-    }
-    set_ready(obj, &mut next, &ctx.nodes);
+    let next = status::settled(obj, status, &ctx.nodes);
     if next != *status {
-        patch_status(obj, ctx, &next).await?;
+        ctx.patch_status(obj, &next).await?;
     }
     drop_deleted_nodes(obj, ctx, status).await
 }
@@ -244,12 +311,8 @@ async fn drop_deleted_nodes<S: IpfsStore>(
         ops.push(json!({"op": "remove", "path": format!("/status/nodes/{i}")}));
     }
     let patch: json_patch::Patch = serde_json::from_value(ops.into()).expect("valid JSON patch");
-    let (api, params) = status_api(obj, ctx);
-    match api
-        .patch_status(&obj.name_any(), &params, &Patch::<()>::Json(patch))
-        .await
-    {
-        Ok(_) => {
+    match ctx.json_patch_status(obj, patch).await {
+        Ok(()) => {
             let names: Vec<&str> = gone.iter().map(|(_, n)| *n).collect();
             tracing::info!(object = %object_key(obj), nodes = ?names, "dropped the pin reports of deleted nodes");
             Ok(())
@@ -260,96 +323,50 @@ async fn drop_deleted_nodes<S: IpfsStore>(
     }
 }
 
-async fn apply_source<S: IpfsStore>(
-    obj: &IpfsImage,
-    ctx: &Context<S>,
-    source: &str,
-) -> Result<Action> {
-    let reference = parse_reference(source).map_err(|e| {
-        Error::image(
-            Reason::InvalidReference,
-            format!("spec.source {source:?} is not a valid image reference: {e}"),
-        )
-    })?;
-    let platforms = obj
-        .spec
-        .platforms
-        .iter()
-        .map(|p| p.parse::<Platform>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::image(Reason::InvalidReference, format!("spec.platforms: {e}")))?;
-    let interval = obj
-        .spec
-        .recheck_interval()
-        .map_err(|e| Error::image(Reason::InvalidReference, e.to_string()))?
-        .unwrap_or(ctx.config.recheck_interval);
-    let by_tag = reference.digest().is_none();
-    let status = own_status(obj);
-    let recheck_requested = obj.annotations().contains_key(annotations::RECHECK);
-
-    if is_settled(obj, ctx, &status).await? {
-        settle(obj, ctx, &status).await?;
-        if !by_tag || (interval.is_zero() && !recheck_requested) {
-            return Ok(requeue_after(ctx.config.recheck_interval));
-        }
-        let elapsed = status
-            .last_check_time
-            .as_ref()
-            .map(|t| Timestamp::now().duration_since(t.0).unsigned_abs());
-        if !recheck_requested && let Some(elapsed) = elapsed.filter(|e| *e < interval) {
-            return Ok(requeue_after(interval - elapsed));
-        }
-        // The tag's re-check is due: one manifest request.
-        let registry = source_registry(obj, ctx, &reference).await?;
-        let top = registry.fetch_manifest(&reference).await?;
-        let digest = top.digest.to_string();
-        if status.source_digest.as_deref() == Some(digest.as_str()) {
-            let mut next = status.clone();
-            next.last_check_time = Some(Time(Timestamp::now()));
-            patch_status(obj, ctx, &next).await?;
-            clear_recheck_annotation(obj, ctx).await?;
-            return Ok(requeue_after(interval));
-        }
-        let from = status.source_digest.clone().unwrap_or_default();
-        publish(
-            ctx,
-            obj,
-            EventType::Normal,
-            Reason::TagMoved,
-            "Recheck",
-            format!("{source} moved from {from} to {digest}; re-importing"),
-        )
-        .await;
-        return import(
-            obj, ctx, &reference, platforms, registry, status, interval, by_tag,
-        )
-        .await;
-    }
-    let registry = source_registry(obj, ctx, &reference).await?;
-    import(
-        obj, ctx, &reference, platforms, registry, status, interval, by_tag,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Import `plan`'s image from `registry` and record it.
 async fn import<S: IpfsStore>(
     obj: &IpfsImage,
     ctx: &Context<S>,
-    reference: &Reference,
-    platforms: Vec<Platform>,
+    plan: &SourcePlan,
     registry: SourceRegistry,
     status: IpfsImageStatus,
-    interval: Duration,
-    by_tag: bool,
 ) -> Result<Action> {
-    let generation = obj.metadata.generation;
-    let source = reference.whole();
+    let source = plan.reference.whole();
     mark_importing(obj, ctx, &status, format!("importing {source}")).await?;
-
     let started = Instant::now();
+    let image = convert_in_time(obj, ctx, plan, &registry).await?;
+    ctx.metrics
+        .observe_import(started.elapsed(), image.total_size);
+    let pinned = Pinned {
+        cid: image.root_cid,
+        layout: image.layout_cid,
+        source_digest: Some(image.source_digest),
+        tag_checked: true,
+        size: image.total_size,
+        platforms: image.platforms.iter().map(ToString::to_string).collect(),
+        reason: Reason::Imported,
+        message: format!(
+            "imported {source} ({}) as {}: {} blobs, {} bytes",
+            image.source_digest,
+            to_base32(&image.root_cid),
+            image.blob_count,
+            image.total_size
+        ),
+    };
+    record_import(obj, ctx, status, &pinned, "Import").await?;
+    Ok(plan.requeue(ctx.config.recheck_interval))
+}
+
+/// `convert`, within the operator's import deadline: a registry that never finishes must not
+/// hold a reconcile slot forever.
+async fn convert_in_time<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    plan: &SourcePlan,
+    registry: &SourceRegistry,
+) -> Result<ConvertedImage> {
     let options = ConvertOptions {
-        platforms,
+        platforms: plan.platforms.clone(),
         estargz: obj.spec.estargz,
         // Per object: a retry or a restarted operator resumes from the blobs Kubo holds.
         staging_key: Some(staging_key(obj)),
@@ -358,90 +375,28 @@ async fn import<S: IpfsStore>(
         pin_name: Some(layout_pin_name(obj)),
         blob_concurrency: 0, // the default
     };
-    let converting = convert(&ctx.ipfs, &registry, reference, &options);
-    // A registry that never finishes must not hold a reconcile slot forever.
-    let image = match ctx.config.import_timeout {
-        Some(limit) => tokio::time::timeout(limit, converting)
-            .await
-            .map_err(|_| {
-                Error::image(
-                    Reason::ImportTimedOut,
-                    format!(
-                        "importing {source} did not finish within {limit:?}; retried with backoff"
-                    ),
-                )
-            })??,
-        None => converting.await?,
+    let converting = convert(&ctx.ipfs, registry, &plan.reference, &options);
+    let Some(limit) = ctx.config.import_timeout else {
+        return Ok(converting.await?);
     };
-    ctx.metrics
-        .observe_import(started.elapsed(), image.total_size);
-
-    let cid = to_base32(&image.root_cid);
-    let layout = to_base32(&image.layout_cid);
-    let old_layout = status.layout_cid.clone();
-    let mut next = status;
-    next.cid = Some(cid.clone());
-    next.image = Some(ipfs_image_reference(&ctx.config.mirror_host, &cid));
-    next.layout_cid = Some(layout.clone());
-    next.source_digest = Some(image.source_digest.to_string());
-    next.last_check_time = Some(Time(Timestamp::now()));
-    next.size = Some(i64::try_from(image.total_size).unwrap_or(i64::MAX));
-    next.platforms = image.platforms.iter().map(ToString::to_string).collect();
-    next.imported_spec = Some(ImportedSpec::of(&obj.spec));
-    next.observed_generation = generation;
-    let imported = format!(
-        "imported {source} ({}) as {cid}: {} blobs, {} bytes",
-        image.source_digest, image.blob_count, image.total_size
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(
-            types::IMPORTED,
-            true,
-            Reason::Imported,
-            imported.clone(),
-            generation,
-        ),
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(
-            types::PINNED,
-            true,
-            Reason::Pinned,
-            format!("layout {layout} is pinned on the operator's IPFS daemon"),
-            generation,
-        ),
-    );
-    set_ready(obj, &mut next, &ctx.nodes);
-    record_pinned(obj, ctx, &image.layout_cid, &next).await?;
-    publish(
-        ctx,
-        obj,
-        EventType::Normal,
-        Reason::Imported,
-        "Import",
-        imported,
-    )
-    .await;
-    clear_recheck_annotation(obj, ctx).await?;
-
-    if let Some(old) = old_layout.filter(|old| *old != layout) {
-        release(obj, ctx, &old, None).await?;
+    match tokio::time::timeout(limit, converting).await {
+        Ok(converted) => Ok(converted?),
+        Err(_) => Err(Error::image(
+            Reason::ImportTimedOut,
+            format!(
+                "importing {} did not finish within {limit:?}; retried with backoff",
+                plan.reference.whole()
+            ),
+        )),
     }
-    Ok(requeue_after(if by_tag && !interval.is_zero() {
-        interval
-    } else {
-        ctx.config.recheck_interval
-    }))
 }
 
+/// Adopt the image at `spec.cid` (already in IPFS): verify it, pin its layout, record it.
 async fn apply_cid<S: IpfsStore>(
     obj: &IpfsImage,
     ctx: &Context<S>,
     cid_text: &str,
 ) -> Result<Action> {
-    let generation = obj.metadata.generation;
     let root = parse_cid(cid_text)
         .map_err(|e| Error::image(Reason::InvalidReference, format!("spec.cid: {e}")))?;
     let status = own_status(obj);
@@ -451,64 +406,53 @@ async fn apply_cid<S: IpfsStore>(
     }
     let cid = to_base32(&root);
     mark_importing(obj, ctx, &status, format!("fetching and verifying {cid}")).await?;
-
     let started = Instant::now();
     let adopted = adopt(&ctx.ipfs, &root, Some(&layout_pin_name(obj))).await?;
     ctx.metrics
         .observe_import(started.elapsed(), adopted.total_size);
+    let pinned = Pinned {
+        cid: root,
+        layout: adopted.layout_cid,
+        source_digest: adopted.source_digest,
+        tag_checked: false,
+        size: adopted.total_size,
+        message: format!(
+            "fetched and verified {} blobs ({} bytes) of {cid}",
+            adopted.blob_count, adopted.total_size
+        ),
+        platforms: adopted.platforms,
+        reason: Reason::Adopted,
+    };
+    record_import(obj, ctx, status, &pinned, "Adopt").await?;
+    Ok(requeue_after(ctx.config.recheck_interval))
+}
 
-    let layout = to_base32(&adopted.layout_cid);
+/// After an import or adoption: write the status that records `pinned`, say so in an Event,
+/// and let go of the layout the object held before, if it changed.
+async fn record_import<S: IpfsStore>(
+    obj: &IpfsImage,
+    ctx: &Context<S>,
+    status: IpfsImageStatus,
+    pinned: &Pinned,
+    action: &str,
+) -> Result<()> {
     let old_layout = status.layout_cid.clone();
-    let mut next = status;
-    next.cid = Some(cid.clone());
-    next.image = Some(ipfs_image_reference(&ctx.config.mirror_host, &cid));
-    next.layout_cid = Some(layout.clone());
-    next.source_digest = adopted.source_digest.map(|d| d.to_string());
-    // An adopted CID has no tag to re-check.
-    next.last_check_time = None;
-    next.size = Some(i64::try_from(adopted.total_size).unwrap_or(i64::MAX));
-    next.platforms = adopted.platforms;
-    next.imported_spec = Some(ImportedSpec::of(&obj.spec));
-    next.observed_generation = generation;
-    let message = format!(
-        "fetched and verified {} blobs ({} bytes) of {cid}",
-        adopted.blob_count, adopted.total_size
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(
-            types::IMPORTED,
-            true,
-            Reason::Adopted,
-            message.clone(),
-            generation,
-        ),
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(
-            types::PINNED,
-            true,
-            Reason::Pinned,
-            format!("layout {layout} is pinned on the operator's IPFS daemon"),
-            generation,
-        ),
-    );
-    set_ready(obj, &mut next, &ctx.nodes);
-    record_pinned(obj, ctx, &adopted.layout_cid, &next).await?;
-    publish(
-        ctx,
+    let next = status::imported(obj, status, pinned, &ctx.config.mirror_host, &ctx.nodes);
+    record_pinned(obj, ctx, &pinned.layout, &next).await?;
+    ctx.publish(
         obj,
         EventType::Normal,
-        Reason::Adopted,
-        "Adopt",
-        message,
+        pinned.reason,
+        action,
+        pinned.message.clone(),
     )
     .await;
+    ctx.clear_recheck_annotation(obj).await?;
+    let layout = to_base32(&pinned.layout);
     if let Some(old) = old_layout.filter(|old| *old != layout) {
         release(obj, ctx, &old, None).await?;
     }
-    Ok(requeue_after(ctx.config.recheck_interval))
+    Ok(())
 }
 
 /// Write the status of a freshly pinned `layout`, which names it, as one step against
@@ -529,7 +473,7 @@ async fn record_pinned<S: IpfsStore>(
             .await?;
     }
     ipfs_oci::fault::point("import::before_status");
-    patch_status(obj, ctx, status).await
+    ctx.patch_status(obj, status).await
 }
 
 /// Write phase `Importing` before long work, once per generation.
@@ -539,78 +483,32 @@ async fn mark_importing<S: IpfsStore>(
     status: &IpfsImageStatus,
     message: String,
 ) -> Result<()> {
-    let generation = obj.metadata.generation;
-    let same_generation = status.observed_generation == generation;
-    // A Ready image being re-imported (moved tag, lost pin) stays Ready with its old CID until
-    // the new one is in; a failing one keeps showing its failure until a retry succeeds.
-    if status.phase == Some(Phase::Failed)
-        || (same_generation
-            && matches!(
-                status.phase,
-                Some(Phase::Importing | Phase::Ready | Phase::Pinning)
-            ))
-    {
-        return Ok(());
+    match status::importing(obj, status, message) {
+        Some(next) => ctx.patch_status(obj, &next).await,
+        None => Ok(()),
     }
-    let mut next = status.clone();
-    next.phase = Some(Phase::Importing);
-    next.observed_generation = generation;
-    set_condition(
-        &mut next.conditions,
-        condition(
-            types::IMPORTED,
-            false,
-            Reason::Importing,
-            message.clone(),
-            generation,
-        ),
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(types::READY, false, Reason::Importing, message, generation),
-    );
-    patch_status(obj, ctx, &next).await
 }
 
 /// Report a failure in the status (only when that changes it) and as a Warning Event.
-///
-/// An object that is Ready for its generation stays Ready: a failed tag re-check or an IPFS
-/// outage does not make an image that is pinned and pullable unusable. It gets the Event only.
 async fn report_failure<S: IpfsStore>(
     obj: &IpfsImage,
     ctx: &Context<S>,
     error: &Error,
+    reason: Reason,
 ) -> Result<()> {
-    let Some(reason) = error.reason() else {
+    let status = own_status(obj);
+    let failure = status::failed(obj, &status, error, reason);
+    let Some(next) = failure.status else {
+        let (reason, message) = (failure.reason, failure.message);
+        ctx.publish(obj, EventType::Warning, reason, "Recheck", message)
+            .await;
         return Ok(());
     };
-    let generation = obj.metadata.generation;
-    let status = own_status(obj);
-    let message = reason.with_next_step(&error.message());
-    let ready_now = status.observed_generation == generation
-        && is_condition_true(&status.conditions, types::READY);
-    if ready_now {
-        publish(ctx, obj, EventType::Warning, reason, "Recheck", message).await;
-        return Ok(());
-    }
-    let mut next = status.clone();
-    next.phase = Some(if error.is_transient() {
-        Phase::Importing
-    } else {
-        Phase::Failed
-    });
-    next.observed_generation = generation;
-    set_condition(
-        &mut next.conditions,
-        condition(types::IMPORTED, false, reason, message.clone(), generation),
-    );
-    set_condition(
-        &mut next.conditions,
-        condition(types::READY, false, reason, message.clone(), generation),
-    );
     if next != status {
-        patch_status(obj, ctx, &next).await?;
-        publish(ctx, obj, EventType::Warning, reason, "Import", message).await;
+        ctx.patch_status(obj, &next).await?;
+        let (reason, message) = (failure.reason, failure.message);
+        ctx.publish(obj, EventType::Warning, reason, "Import", message)
+            .await;
     }
     Ok(())
 }
@@ -626,13 +524,13 @@ async fn cleanup<S: IpfsStore>(obj: Arc<IpfsImage>, ctx: &Context<S>) -> Result<
     Ok(Action::await_change())
 }
 
-/// The staging area of `obj`'s imports: its UID (a new object of the same name starts afresh).
 /// The name of the layout pins this object makes: its UID, so that the orphan sweep can tell
 /// our pins from anyone else's on the daemon.
 fn layout_pin_name(obj: &IpfsImage) -> String {
     ipfs_image_api::names::layout_pin_name(obj.metadata.uid.as_deref().unwrap_or_default())
 }
 
+/// The staging area of `obj`'s imports: its UID (a new object of the same name starts afresh).
 fn staging_key(obj: &IpfsImage) -> String {
     obj.uid()
         .unwrap_or_else(|| object_key(obj).replace('/', "_"))
@@ -683,15 +581,9 @@ async fn release<S: IpfsStore>(
     if ctx.ipfs.is_pinned(&layout_cid).await? {
         ctx.ipfs.pin_rm(&layout_cid).await?;
     }
-    publish(
-        ctx,
-        obj,
-        EventType::Normal,
-        Reason::Unpinned,
-        "Unpin",
-        format!("unpinned layout {layout} from the operator's IPFS daemon"),
-    )
-    .await;
+    let note = format!("unpinned layout {layout} from the operator's IPFS daemon");
+    ctx.publish(obj, EventType::Normal, Reason::Unpinned, "Unpin", note)
+        .await;
     Ok(())
 }
 
@@ -711,125 +603,10 @@ async fn source_registry<S: IpfsStore>(
             ),
         ));
     }
-    let namespace = obj.namespace().unwrap_or_else(|| "default".into());
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut credentials = None;
-    for name in obj.spec.pull_secret_names() {
-        let secret = secrets.get_opt(name).await?.ok_or_else(|| {
-            Error::image(
-                Reason::SecretNotFound,
-                format!("Secret {namespace}/{name} (spec.imagePullSecrets) does not exist"),
-            )
-        })?;
-        let type_ = secret.type_.as_deref().unwrap_or_default();
-        if type_ != DOCKERCONFIGJSON_TYPE {
-            return Err(Error::image(
-                Reason::SecretInvalid,
-                format!(
-                    "Secret {namespace}/{name} has type {type_:?}; pull secrets must be of type {DOCKERCONFIGJSON_TYPE}"
-                ),
-            ));
-        }
-        let data = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(DOCKERCONFIGJSON_KEY))
-            .ok_or_else(|| {
-                Error::image(
-                    Reason::SecretInvalid,
-                    format!("Secret {namespace}/{name} has no {DOCKERCONFIGJSON_KEY} key"),
-                )
-            })?;
-        let found = credentials_from_docker_config(&data.0, reference.registry()).map_err(|m| {
-            Error::image(
-                Reason::SecretInvalid,
-                format!("Secret {namespace}/{name}: {m}"),
-            )
-        })?;
-        if credentials.is_none() {
-            credentials = found;
-        }
-    }
+    let credentials = pull_credentials(&ctx.client, obj, reference.registry()).await?;
     Ok(SourceRegistry::new(
         &ctx.config.source_options(reference.registry(), credentials),
     ))
-}
-
-/// The object's API and the operator's field manager, for writes of its status.
-fn status_api<S: IpfsStore>(obj: &IpfsImage, ctx: &Context<S>) -> (Api<IpfsImage>, PatchParams) {
-    let api = Api::namespaced(
-        ctx.client.clone(),
-        &obj.namespace().unwrap_or_else(|| "default".into()),
-    );
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    (api, params)
-}
-
-/// JSON merge patch of the status subresource, without `nodes`.
-async fn patch_status<S: IpfsStore>(
-    obj: &IpfsImage,
-    ctx: &Context<S>,
-    status: &IpfsImageStatus,
-) -> Result<()> {
-    let (api, params) = status_api(obj, ctx);
-    api.patch_status(
-        &obj.name_any(),
-        &params,
-        &Patch::Merge(json!({ "status": status.operator_merge_patch() })),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Remove the re-check annotation after a re-check, if the user set it.
-async fn clear_recheck_annotation<S: IpfsStore>(obj: &IpfsImage, ctx: &Context<S>) -> Result<()> {
-    if !obj.annotations().contains_key(annotations::RECHECK) {
-        return Ok(());
-    }
-    let api: Api<IpfsImage> = Api::namespaced(
-        ctx.client.clone(),
-        &obj.namespace().unwrap_or_else(|| "default".into()),
-    );
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    let patch = json!({"metadata": {"annotations": {annotations::RECHECK: null}}});
-    api.patch(&obj.name_any(), &params, &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
-
-/// Publish an Event about `obj`; a failure to publish is logged, never fatal.
-async fn publish<S: IpfsStore>(
-    ctx: &Context<S>,
-    obj: &IpfsImage,
-    type_: EventType,
-    reason: Reason,
-    action: &str,
-    note: String,
-) {
-    let mut note = note;
-    if note.len() > 1000 {
-        let mut end = 1000;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-    }
-    let event = Event {
-        type_,
-        reason: reason.as_str().into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(object = %object_key(obj), reason = %reason, "could not publish Event: {e}");
-    }
 }
 
 fn requeue_after(interval: Duration) -> Action {
@@ -837,5 +614,46 @@ fn requeue_after(interval: Duration) -> Action {
         Action::await_change()
     } else {
         Action::requeue(interval)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(source: &str, interval: Duration) -> SourcePlan {
+        SourcePlan {
+            by_tag: !source.contains('@'),
+            reference: parse_reference(source).unwrap(),
+            platforms: Vec::new(),
+            interval,
+        }
+    }
+
+    #[test]
+    fn source_steps_follow_the_pin_and_the_tags_check_interval() {
+        const HOUR: Duration = Duration::from_secs(3600);
+        const MIN: Duration = Duration::from_secs(60);
+        let tag = plan("registry.example/a:1", HOUR);
+        let digest = format!("registry.example/a:1@sha256:{}", "0".repeat(64));
+        let pinned = plan(&digest, HOUR);
+        let never = plan("registry.example/a:1", Duration::ZERO);
+        let step =
+            |p: &SourcePlan, settled, asked, since| source_step(p, settled, asked, since, HOUR);
+        // Not imported for this spec, or the pin is gone: import, whatever else holds.
+        assert_eq!(step(&tag, false, false, Some(MIN)), SourceStep::Import);
+        assert_eq!(step(&pinned, false, true, None), SourceStep::Import);
+        // A digest never moves; re-checks off wait for a change, unless asked.
+        assert_eq!(step(&pinned, true, true, None), SourceStep::Requeue(HOUR));
+        assert_eq!(step(&never, true, false, None), SourceStep::Requeue(HOUR));
+        assert_eq!(step(&never, true, true, Some(MIN)), SourceStep::Recheck);
+        // A tag: the rest of the interval, then a re-check; asked, at once; never checked, now.
+        assert_eq!(
+            step(&tag, true, false, Some(MIN)),
+            SourceStep::Requeue(HOUR - MIN)
+        );
+        assert_eq!(step(&tag, true, false, Some(HOUR)), SourceStep::Recheck);
+        assert_eq!(step(&tag, true, true, Some(MIN)), SourceStep::Recheck);
+        assert_eq!(step(&tag, true, false, None), SourceStep::Recheck);
     }
 }
