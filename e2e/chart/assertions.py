@@ -49,6 +49,18 @@ EXPECTED_RBAC = {
 
 BINDING = {"ClusterRole": "ClusterRoleBinding", "Role": "RoleBinding"}
 
+# The users' roles (userRoles.aggregate): aggregated into the built-in roles by these labels,
+# never bound by the chart, and never a status write or anything beyond IpfsImages.
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+EXPECTED_USER_ROLES = {
+    "edit": ({"admin", "edit"}, triples([
+        (["ipfsimage.dev"], ["ipfsimages"], ["create", "update", "patch", "delete", "deletecollection"]),
+    ])),
+    "view": ({"admin", "edit", "view"}, triples([
+        (["ipfsimage.dev"], ["ipfsimages", "ipfsimages/status"], ["get", "list", "watch"]),
+    ])),
+}
+
 STANDARD_LABELS = [
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -367,7 +379,7 @@ def checks_for(label, objs, text):
 
     # 7. RBAC: exactly the minimal rule sets, namespaced ones in the workload's namespace.
     problems = []
-    roles = [o for o in objs if o.get("kind") in ("ClusterRole", "Role")]
+    roles = [o for o in objs if o.get("kind") in ("ClusterRole", "Role") and component(o) != "user"]
     if len(roles) != len(EXPECTED_RBAC):
         problems.append(f"expected {len(EXPECTED_RBAC)} roles, got {[(r['kind'], r['metadata']['name']) for r in roles]}")
     for (comp, kind), expected in EXPECTED_RBAC.items():
@@ -400,6 +412,30 @@ def checks_for(label, objs, text):
         if sa is None or sa["metadata"]["name"] != sa_name:
             problems.append(f"{comp}: ServiceAccount {sa_name} not rendered")
     check(f"[{label}] RBAC rules are exactly the minimal sets", problems)
+
+    # 7b. The users' roles: exactly these rules and aggregation labels, bound by no one here.
+    problems = []
+    user_roles = {o["metadata"]["name"].rsplit("-", 1)[-1]: o for o in objs
+                  if o.get("kind") == "ClusterRole" and component(o) == "user"}
+    if set(user_roles) != set(EXPECTED_USER_ROLES):
+        problems.append(f"user roles {sorted(user_roles)} != {sorted(EXPECTED_USER_ROLES)}")
+    for name, (aggregate_to, expected) in EXPECTED_USER_ROLES.items():
+        role = user_roles.get(name)
+        if role is None:
+            continue
+        labels = role["metadata"].get("labels", {})
+        got_to = {k[len(AGGREGATE):] for k, v in labels.items() if k.startswith(AGGREGATE) and v == "true"}
+        if got_to != aggregate_to:
+            problems.append(f"user {name}: aggregated to {sorted(got_to)}, expected {sorted(aggregate_to)}")
+        got = set()
+        for rule in role.get("rules", []):
+            got |= triples([(rule.get("apiGroups", []), rule.get("resources", []), rule.get("verbs", []))])
+        if got != expected:
+            problems.append(f"user {name}: extra {sorted(got - expected)}, missing {sorted(expected - got)}")
+        for o in objs:
+            if o.get("kind") in BINDING.values() and o.get("roleRef", {}).get("name") == role["metadata"]["name"]:
+                problems.append(f"user {name}: bound by {o['metadata']['name']}")
+    check(f"[{label}] users' roles aggregate into admin/edit/view, no status write", problems)
 
     # 8. Every image pinned by a version tag.
     problems = []
@@ -530,6 +566,10 @@ def self_test(path):
         kind = "Deployment" if comp == "operator" else "DaemonSet"
         return next(c for c in pod_spec(find(objs, kind, comp))["containers"] if c["name"] == "kubo")
 
+    def user_role(objs, name):
+        return next(x for x in objs if x.get("kind") == "ClusterRole" and component(x) == "user"
+                    and x["metadata"]["name"].endswith("-" + name))
+
     faults = {
         "Kubo RPC port": lambda o: kubo(o, "operator").setdefault("ports", []).append({"containerPort": 5001}),
         "Kubo RPC port 5001 is never a container port, hostPort or Service": lambda o: o.append(
@@ -549,6 +589,12 @@ def self_test(path):
         "RBAC rules are exactly the": lambda o: find(o, "ClusterRole", "agent")["rules"].append(
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}),
         "RBAC rules are exactly the minimal": lambda o: find(o, "Role", "agent")["metadata"].update(namespace="default"),
+        # A user may forge status: caught.
+        "users' roles aggregate": lambda o: user_role(o, "view")["rules"].append(
+            {"apiGroups": ["ipfsimage.dev"], "resources": ["ipfsimages/status"], "verbs": ["patch"]}),
+        # The edit rights reach view users too: caught.
+        "users' roles aggregate into": lambda o: user_role(o, "edit")["metadata"]["labels"].update(
+            {AGGREGATE + "view": "true"}),
         "explicit version tag": lambda o: kubo(o, "agent").update(image="docker.io/ipfs/kubo:latest"),
         "every image has": lambda o: agent(o).update(image="ghcr.io/ipfs-image-operator/ipfs-image-agent"),
         "no privileged container": lambda o: agent(o)["securityContext"].update(privileged=True),

@@ -391,9 +391,32 @@ done
 show k -n "$app_ns" get ipfsimg
 step_ok
 
-step "8: helm uninstall leaves containerd's hosts.toml files as they were"
-k delete namespace "$app_ns" --wait=true --timeout=2m >/dev/null
+step "8: the README's uninstall order ends with no finalizer left, and leaves containerd's hosts.toml files as they were"
+# IpfsImages in two namespaces, each holding the operator's finalizer: what would hang if the
+# operator went first.
+for where in "$app_ns" "$ns"; do
+  k apply -f - >/dev/null <<YAML
+apiVersion: ipfsimage.dev/v1alpha1
+kind: IpfsImage
+metadata: {name: left-behind, namespace: $where}
+spec: {source: $source_image}
+YAML
+done
+deadline=$((SECONDS + 60))
+for where in "$app_ns" "$ns"; do
+  until [[ $(k -n "$where" get ipfsimg left-behind -o jsonpath='{.metadata.finalizers}') == *ipfsimage.dev/* ]]; do
+    [ "$SECONDS" -lt "$deadline" ] || node_die "the operator put no finalizer on $where/left-behind in 60 s"
+    sleep 1
+  done
+done
+# The README's sequence, verbatim but for a bound on each wait.
+in_node timeout 120 "$NODE_BIN/kubectl" --kubeconfig "$NODE_WORK/pki/admin.kubeconfig" delete ipfsimages --all --all-namespaces --wait >/dev/null ||
+  node_die "kubectl delete ipfsimages --all --all-namespaces --wait did not end in 120 s: $(k get ipfsimg -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.finalizers}{"\n"}{end}')"
+[ -z "$(k get ipfsimg -A -o name)" ] || node_die "IpfsImages are left after the delete"
 h uninstall "$release" --namespace "$ns" --wait --timeout 3m >/dev/null
+in_node timeout 60 "$NODE_BIN/kubectl" --kubeconfig "$NODE_WORK/pki/admin.kubeconfig" delete crd ipfsimages.ipfsimage.dev --wait >/dev/null ||
+  node_die "kubectl delete crd ipfsimages.ipfsimage.dev did not end in 60 s"
+k delete namespace "$app_ns" --wait=true --timeout=2m >/dev/null
 k -n "$ns" wait --for=delete pod -l app.kubernetes.io/component=agent --timeout=2m >/dev/null 2>&1 || true
 [ -z "$(k -n "$ns" get pods -o name)" ] || node_die "pods are left in $ns after the uninstall"
 certs_after=$(certs_fingerprint)

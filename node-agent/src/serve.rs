@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, watch_file};
 use crate::cli::ServeArgs;
 use crate::cluster;
 use crate::metrics::Metrics;
-use crate::registry::{AppState, BlobStreams, router};
+use crate::registry::{AppState, BlobStreams, BrokenBlobs, router};
 use crate::runtime_watch::RuntimeWatch;
 
 pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
@@ -86,6 +86,7 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         catalog,
         metrics: metrics.clone(),
         blobs: BlobStreams::new(args.blob_share_window, metrics.clone()),
+        broken: Arc::new(BrokenBlobs::default()),
     });
 
     if let Some(addr) = args.metrics_listen {

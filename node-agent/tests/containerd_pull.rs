@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ipfs_oci::content_id::to_base32;
 use ipfs_oci::convert::{ConvertOptions, convert};
 use ipfs_oci::digest::Digest;
-use ipfs_oci::ipfs::{KuboClient, KuboOptions};
+use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 use ipfs_oci::source::{SourceOptions, SourceRegistry};
 use testkit::{
     Agent, Containerd, Gate, HttpProxy, IpfsDaemon, PushFormat, Registry, TestImage,
@@ -400,6 +400,115 @@ fn a_pull_goes_on_from_the_upstream_when_ipfs_dies_mid_blob() {
             .trim(),
         "resumed"
     );
+}
+
+/// The node's Kubo runs out of disk while it fetches a layer from a peer (a real ENOSPC: its
+/// repository is on a tmpfs smaller than the layer; the image is held by another Kubo, as the
+/// operator's): the mirror answers, never hangs the pull, and containerd gets the image from the
+/// upstream, digests intact, and runs it.
+#[test]
+fn a_pull_goes_on_from_the_upstream_when_the_nodes_ipfs_is_out_of_disk() {
+    const MIB: u64 = 1024 * 1024;
+    const LAYER: usize = 48 * MIB as usize;
+    let w = world();
+    let layout = w.dir.path().join("oci");
+    add_noise_layers(&layout, TestImage::AMD64, "full", &[LAYER], 0xd15c).unwrap();
+    push_layout(&layout, "full", &w.registry, "test/full:1", PushFormat::Oci).unwrap();
+    // Converted into the seed (`w.ipfs`), not into the node's Kubo.
+    let cid = convert_into(&w.ipfs, &w.registry, "test/full:1");
+    let disk = testkit::Tmpfs::mount(24 * MIB).unwrap();
+    let mut node_ipfs = IpfsDaemon::start_in(&disk.join("repo")).unwrap();
+    let node = KuboClient::new(&node_ipfs.api_url, KuboOptions::default()).unwrap();
+    block_on(node.swarm_connect(&w.ipfs.swarm_multiaddr())).unwrap();
+
+    let upstream = HttpProxy::start(&w.registry.addr, |_, _| None).unwrap();
+    let original = format!("{}/test/full:1", w.registry.addr);
+    let catalog = write_catalog(w.dir.path(), &[(original.clone(), &cid)]);
+    let gateway = node_ipfs.gateway_url.clone();
+    let agent = Agent::start(
+        &agent_bin(),
+        &node_ipfs.api_url,
+        Some(&catalog),
+        &["--ipfs-gateway", &gateway, "--ipfs-timeout", "3s"],
+    )
+    .unwrap();
+    configure_hosts(
+        &w.containerd,
+        &agent,
+        &format!("http://{}", agent.addr),
+        &w.registry.addr,
+        &format!("http://{}", upstream.addr),
+    );
+
+    let started = Instant::now();
+    w.containerd
+        .pull_with_hosts_dir(&original)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the pull failed with the node's IPFS out of disk: {e:#}\nupstream: {:?}\nagent: {}\nkubo: {}",
+                upstream.requests(),
+                agent.log(),
+                std::fs::read_to_string(disk.join("repo").join("daemon.log")).unwrap_or_default()
+            )
+        });
+    let took = started.elapsed();
+    assert_eq!(
+        w.containerd.image_digest(&original).unwrap(),
+        registry_digest(&w.registry, "test/full:1")
+    );
+    // The disk is really full (not some other failure), and the layer came from the upstream.
+    let log = std::fs::read_to_string(disk.join("repo").join("daemon.log")).unwrap_or_default();
+    let free = free_bytes(disk.path());
+    assert!(
+        free < 4 * MIB || log.contains("no space left"),
+        "the node's repository never filled up ({free} bytes free): {log}"
+    );
+    let manifest = oci_manifest(&w.registry.addr, "test/full", "1");
+    let big = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fetched = upstream.requests();
+    assert!(
+        fetched
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /v2/test/full/blobs/{big} -> 20"))),
+        "the layer was never fetched from the upstream: {fetched:?}"
+    );
+    let served = agent.metric_sum("ipfs_image_agent_bytes_served_total", &[("kind", "blob")]);
+    assert!(
+        served < LAYER as f64,
+        "the agent served the whole layer from a full disk: {served}"
+    );
+    assert!(
+        took < Duration::from_secs(90),
+        "the pull hung on the full disk for {took:?}"
+    );
+    assert_eq!(
+        w.containerd
+            .run(&original, &["/bin/busybox", "echo", "from upstream"])
+            .unwrap()
+            .trim(),
+        "from upstream"
+    );
+    // Kubo goes before its disk does.
+    drop(agent);
+    node_ipfs.kill();
+    drop(disk);
+}
+
+/// Free bytes of the filesystem holding `path` (`df`, to stay free of extra crates).
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// A node whose containerd already has a `hosts.toml` for the registry, with its own mirror (a

@@ -364,3 +364,112 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]
     ));
     assert!(forbidden(&api, &alice, &["get", "ipfsimg", "-n", "team-b"]));
 }
+
+/// True when every ClusterRole named holds a rule on `ipfsimages` (the aggregation has run).
+fn aggregated(api: &KubeApi, roles: &[&str]) -> anyhow::Result<bool> {
+    let mut args = vec!["get", "clusterrole"];
+    args.extend_from_slice(roles);
+    args.extend_from_slice(&["-o", "json"]);
+    let list: Value = serde_json::from_str(&api.kubectl(&args)?)?;
+    Ok(list["items"].as_array().is_some_and(|items| {
+        items.len() == roles.len()
+            && items.iter().all(|role| {
+                role["rules"].as_array().is_some_and(|rules| {
+                    rules
+                        .iter()
+                        .any(|r| r["resources"].to_string().contains("\"ipfsimages\""))
+                })
+            })
+    }))
+}
+
+#[test]
+fn the_built_in_edit_and_view_roles_manage_and_read_ipfs_images_but_never_write_status() {
+    let (api, dir) = world();
+    // The real aggregation controller, and the chart's users' roles (userRoles.aggregate).
+    let _aggregation = api.start_role_aggregation().unwrap();
+    let roles = kube_world::helm_template(&["templates/user-roles.yaml"]).unwrap();
+    let file = write_file(dir.path(), "user-roles.yaml", &roles).unwrap();
+    api.kubectl(&["apply", "-f", &file]).unwrap();
+    testkit::wait_until(
+        "admin, edit and view aggregate the chart's rules",
+        std::time::Duration::from_secs(60),
+        || aggregated(&api, &["admin", "edit", "view"]),
+    )
+    .unwrap();
+
+    // bob holds the built-in edit role in his namespace, carol view: nothing made for us.
+    for (user, role) in [("bob", "edit"), ("carol", "view")] {
+        api.kubectl(&[
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            "-n",
+            USER_NAMESPACE,
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ])
+        .unwrap();
+    }
+    let bob = api
+        .kubeconfig_for("bob", &["system:authenticated"])
+        .unwrap();
+    let carol = api
+        .kubeconfig_for("carol", &["system:authenticated"])
+        .unwrap();
+    let image = |ns: &str| {
+        format!(
+            "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: app\n  namespace: {ns}\nspec:\n  source: docker.io/library/busybox:1.36\n"
+        )
+    };
+    let mine = write_file(dir.path(), "mine.yaml", &image(USER_NAMESPACE)).unwrap();
+    let in_ns = |args: &[&'static str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["-n", USER_NAMESPACE]);
+        all
+    };
+    let spec_patch = in_ns(&[
+        "patch",
+        "ipfsimg",
+        "app",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mirror":false}}"#,
+    ]);
+    let status_patch = in_ns(&[
+        "patch",
+        "ipfsimg",
+        "app",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Ready","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"}}"#,
+    ]);
+    let read_status = in_ns(&["get", "ipfsimg", "app", "--subresource=status"]);
+
+    // view: reads, status included; writes nothing.
+    assert!(forbidden(&api, &carol, &["create", "-f", &mine]));
+    allowed(&api, &bob, &["create", "-f", &mine]);
+    allowed(&api, &carol, &in_ns(&["get", "ipfsimg"]));
+    allowed(&api, &carol, &read_status);
+    assert!(forbidden(&api, &carol, &spec_patch));
+    assert!(forbidden(&api, &carol, &status_patch));
+    assert!(forbidden(
+        &api,
+        &carol,
+        &in_ns(&["delete", "ipfsimg", "app"])
+    ));
+
+    // edit: every write on the object, none on its status, nothing in other namespaces.
+    allowed(&api, &bob, &spec_patch);
+    allowed(&api, &bob, &read_status);
+    assert!(forbidden(&api, &bob, &status_patch));
+    let theirs = write_file(dir.path(), "theirs.yaml", &image("team-b")).unwrap();
+    assert!(forbidden(&api, &bob, &["create", "-f", &theirs]));
+    assert!(forbidden(
+        &api,
+        &bob,
+        &["get", "ipfsimg", "--all-namespaces"]
+    ));
+    allowed(&api, &bob, &in_ns(&["delete", "ipfsimg", "app"]));
+}

@@ -330,6 +330,26 @@ impl KubeApi {
             .collect()
     }
 
+    /// kube-controller-manager with only the clusterrole-aggregation controller: what folds
+    /// ClusterRoles labelled `aggregate-to-edit` (and -admin, -view) into the built-in roles,
+    /// so a test can bind a user to the real `edit` role. It serves nothing (`--secure-port=0`)
+    /// and stops when the returned [`Daemon`] is dropped.
+    pub fn start_role_aggregation(&self) -> Result<Daemon> {
+        let log = self.dir.path().join("controller-manager.log");
+        let mut cmd = Command::new(deps_binary("kube-controller-manager"));
+        cmd.arg(format!("--kubeconfig={}", self.admin.display()))
+            .arg("--controllers=clusterrole-aggregation")
+            .arg("--leader-elect=false")
+            .arg("--secure-port=0")
+            .arg("--use-service-account-credentials=false")
+            .arg("--v=1");
+        let spawn = || Daemon::spawn("kube-controller-manager", cmd, &log);
+        match &self.node {
+            Some(node) => node.enter(spawn),
+            None => spawn(),
+        }
+    }
+
     pub fn log(&self) -> String {
         tail(&self.dir.path().join("apiserver.log"))
     }

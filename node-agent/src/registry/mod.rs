@@ -2,6 +2,7 @@
 //! mirror mode (`?ns=<registry>`), GET and HEAD, Range on blobs, OCI error bodies, and digest
 //! verification while streaming.
 
+mod broken;
 mod errors;
 mod fanout;
 pub mod paths;
@@ -28,6 +29,7 @@ use ipfs_oci::verified_stream::verified;
 use crate::cache::{CacheError, DagCache};
 use crate::catalog::{Catalog, CatalogEntry, most_recent};
 use crate::metrics::{FallbackCause, Metrics};
+pub use broken::BrokenBlobs;
 pub use errors::{ErrorCode, RegistryError};
 pub use fanout::BlobStreams;
 use paths::{Kind, Repository, Route, Target};
@@ -43,6 +45,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Whole-blob GETs in flight, shared between concurrent requests for the same blob.
     pub blobs: BlobStreams,
+    /// Blobs whose IPFS stream just failed for good: answered 503 for a while.
+    pub broken: Arc<BrokenBlobs>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -479,6 +483,13 @@ async fn blob_response(
     } else {
         StatusCode::OK
     };
+    if method == Method::GET && entry.bytes.is_none() && app.broken.is_broken(&entry.cid) {
+        app.metrics.ipfs_errors.with_label_values(&["other"]).inc();
+        return Err(RegistryError::new(
+            ErrorCode::Unavailable,
+            "IPFS failed to deliver this blob a moment ago: fetch it from the next host",
+        ));
+    }
     let mut response = if method == Method::HEAD {
         Response::new(Body::empty())
     } else if let Some(bytes) = &entry.bytes {
@@ -522,6 +533,8 @@ async fn blob_response(
         };
         let metrics = app.metrics.clone();
         let digest_text = digest.to_string();
+        let broken = app.broken.clone();
+        let cid = entry.cid;
         let counted = checked.map(move |chunk| {
             match &chunk {
                 Ok(b) => metrics
@@ -533,6 +546,7 @@ async fn blob_response(
                         .verification_failures
                         .with_label_values(&["blob"])
                         .inc();
+                    broken.mark(cid);
                     tracing::error!(digest = %digest_text, error = %e, "aborting blob response");
                 }
             }

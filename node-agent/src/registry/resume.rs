@@ -6,6 +6,7 @@
 //! The bytes are still checked by the response's own verification: a resumed stream that yields
 //! other bytes fails there like any other.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -34,7 +35,10 @@ struct State {
 }
 
 /// Open `range` and keep it going across up to [`MAX_RESUMES`] failures of the stream. Failing to
-/// open the first time is returned as is.
+/// open the first time, or failing before the first byte (after the resumes), is returned as an
+/// error: the response's headers go out only once IPFS has produced bytes. A `206` whose body
+/// breaks at once (a node whose disk is full, a block no peer sends) would be retried against
+/// this mirror until containerd gives up; an error answer sends it to the next host.
 pub async fn open_resuming(
     open: RangeOpener,
     range: ByteRange,
@@ -50,47 +54,62 @@ pub async fn open_resuming(
         resumes_left: MAX_RESUMES,
         done: false,
     };
-    Ok(Box::pin(futures::stream::unfold(
-        state,
-        |mut st| async move {
-            if st.done {
-                return None;
-            }
-            loop {
-                match st.stream.next().await {
-                    Some(Ok(chunk)) => {
-                        st.offset += chunk.len() as u64;
-                        return Some((Ok(chunk), st));
+    let mut stream = futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.stream.next().await {
+                Some(Ok(chunk)) => {
+                    st.offset += chunk.len() as u64;
+                    return Some((Ok(chunk), st));
+                }
+                None => return None,
+                Some(Err(e)) => {
+                    if st.resumes_left == 0 || st.end.is_some_and(|end| st.offset >= end) {
+                        st.done = true;
+                        return Some((Err(e), st));
                     }
-                    None => return None,
-                    Some(Err(e)) => {
-                        if st.resumes_left == 0 || st.end.is_some_and(|end| st.offset >= end) {
+                    st.resumes_left -= 1;
+                    (st.on_resume)(st.offset);
+                    tracing::warn!(offset = st.offset, error = %e, "IPFS stream broke: resuming");
+                    let rest = ByteRange {
+                        offset: st.offset,
+                        length: st.end.map(|end| end - st.offset),
+                    };
+                    match (st.open)(rest).await {
+                        Ok(s) => st.stream = s,
+                        Err(reopen) => {
                             st.done = true;
+                            let e = std::io::Error::new(
+                                e.kind(),
+                                format!("{e}; resuming at byte {}: {reopen}", st.offset),
+                            );
                             return Some((Err(e), st));
-                        }
-                        st.resumes_left -= 1;
-                        (st.on_resume)(st.offset);
-                        tracing::warn!(offset = st.offset, error = %e, "IPFS stream broke: resuming");
-                        let rest = ByteRange {
-                            offset: st.offset,
-                            length: st.end.map(|end| end - st.offset),
-                        };
-                        match (st.open)(rest).await {
-                            Ok(s) => st.stream = s,
-                            Err(reopen) => {
-                                st.done = true;
-                                let e = std::io::Error::new(
-                                    e.kind(),
-                                    format!("{e}; resuming at byte {}: {reopen}", st.offset),
-                                );
-                                return Some((Err(e), st));
-                            }
                         }
                     }
                 }
             }
+        }
+    })
+    .boxed()
+    .peekable();
+    if let Some(Err(e)) = Pin::new(&mut stream).next_if(Result::is_err).await {
+        return Err(first_read_error(e));
+    }
+    Ok(Box::pin(stream))
+}
+
+/// The `IpfsError` a stream's `io::Error` carries, or an API error with its text.
+fn first_read_error(e: std::io::Error) -> IpfsError {
+    let text = e.to_string();
+    match e.into_inner().map(|inner| inner.downcast::<IpfsError>()) {
+        Some(Ok(ipfs)) => *ipfs,
+        _ => IpfsError::Api {
+            endpoint: "cat",
+            message: text,
         },
-    )))
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +223,17 @@ mod tests {
             io::ErrorKind::ConnectionReset
         );
         assert_eq!(out.len(), 2000 * (MAX_RESUMES as usize + 1));
+        assert_eq!(resumes.load(Ordering::SeqCst), u64::from(MAX_RESUMES));
+        assert_eq!(opened.lock().unwrap().len(), MAX_RESUMES as usize + 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_never_yields_a_byte_is_an_error_before_any_header() {
+        let (open, opened) = source(data(), 0, 100);
+        let (on_resume, resumes) = counter();
+        let refused = open_resuming(open, WHOLE, on_resume).await;
+        assert!(refused.is_err(), "a stream was returned");
+        // It was still given its resumes first.
         assert_eq!(resumes.load(Ordering::SeqCst), u64::from(MAX_RESUMES));
         assert_eq!(opened.lock().unwrap().len(), MAX_RESUMES as usize + 1);
     }
