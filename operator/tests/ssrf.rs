@@ -1,7 +1,7 @@
 //! The operator never fetches internal addresses on a registry's say-so, on a real
 //! kube-apiserver with the operator binary as its ServiceAccount: a real registry behind
-//! testkit's proxy sends a `WWW-Authenticate` realm on 127.0.0.2 (a listener there must see no
-//! connection) or on 169.254.169.254, or redirects to such an address or to a name that resolves
+//! testkit's proxy (on 127.0.0.2) sends a `WWW-Authenticate` realm on 127.0.0.1 (a listener there
+//! must see no connection) or on 169.254.169.254, or redirects to such an address or to a name that resolves
 //! to one, and each import ends `AddressRefused`. A registry's error
 //! body reaches the condition and the Event cut short and without control characters. With a
 //! registry allow-list, a source elsewhere is refused before any request reaches it.
@@ -70,7 +70,13 @@ impl Drop for Witness {
 /// The registry behind a proxy that challenges every request with `realm` (as a registry that
 /// wants a token does: none is ever handed out here).
 fn with_realm(registry: &str, realm: String) -> HttpProxy {
-    HttpProxy::start(registry, move |method, path| {
+    with_realm_on(std::net::Ipv4Addr::LOCALHOST, registry, realm)
+}
+
+/// [`with_realm`] on another address than 127.0.0.1 (the registry's own host is exempt from
+/// the address rules, so a realm on 127.0.0.1 needs a registry elsewhere).
+fn with_realm_on(ip: std::net::Ipv4Addr, registry: &str, realm: String) -> HttpProxy {
+    HttpProxy::start_on(ip, registry, move |method, path| {
         (method == "GET" && path.starts_with("/v2/")).then(|| {
             Answer::text(401, "").with_header(
                 "www-authenticate",
@@ -174,8 +180,10 @@ fn wait_ready(world: &ChartWorld, op: &OperatorProcess, name: &str) {
 #[test]
 fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned() {
     let world = ChartWorld::start().unwrap();
-    let witness = Witness::start("127.0.0.2");
-    let loopback = with_realm(
+    // The registry as 127.0.0.2, its realm on 127.0.0.1 where a listener counts connections.
+    let witness = Witness::start("127.0.0.1");
+    let loopback = with_realm_on(
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
         &world.registry.addr,
         format!("http://{}/token", witness.addr),
     );
@@ -216,7 +224,7 @@ fn auth_realms_on_internal_addresses_are_refused_unsent_and_bodies_are_cleaned()
     assert_eq!(
         witness.accepted.load(Ordering::SeqCst),
         0,
-        "a request reached the realm on 127.0.0.2\n{}",
+        "a request reached the realm on 127.0.0.1\n{}",
         op.log_text()
     );
 

@@ -171,13 +171,32 @@ impl HttpProxy {
         Self::start_with(upstream, Box::new(move |m, _, pq, h| rule(m, pq, h)), None)
     }
 
+    /// As [`HttpProxy::start`], listening on `ip` (another loopback address: a test can then
+    /// tell the proxy's host from 127.0.0.1).
+    pub fn start_on(
+        ip: std::net::Ipv4Addr,
+        upstream: &str,
+        rule: impl Fn(&str, &str) -> Option<Answer> + Send + Sync + 'static,
+    ) -> Result<Self> {
+        Self::start_at(ip, upstream, Box::new(move |m, p, _, _| rule(m, p)), None)
+    }
+
     /// Forward everything to `upstream`, streaming the bodies `gate` names through it.
     pub fn start_gated(upstream: &str, gate: Arc<Gate>) -> Result<Self> {
         Self::start_with(upstream, Box::new(|_, _, _, _| None), Some(gate))
     }
 
     fn start_with(upstream: &str, rule: Box<Rule>, gate: Option<Arc<Gate>>) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST, upstream, rule, gate)
+    }
+
+    fn start_at(
+        ip: std::net::Ipv4Addr,
+        upstream: &str,
+        rule: Box<Rule>,
+        gate: Option<Arc<Gate>>,
+    ) -> Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).context("binding the proxy")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?.to_string();
         crate::install_crypto_provider();
