@@ -211,7 +211,8 @@ fn each_service_account_has_exactly_the_rights_its_code_uses() {
         let spec = Patch::Merge(serde_json::json!({"spec": {"mirror": false}}));
         assert_eq!(answer(images.patch("any", &params, &spec).await), 403);
 
-        // The operator writes its own Pod only, and its Lease only at home.
+        // The operator writes Pods only at home (RBAC; the admission policy narrows that to its
+        // own Pod, see below), and its Lease only at home.
         assert_eq!(
             answer(
                 pods(&operator, RELEASE_NAMESPACE)
@@ -472,4 +473,59 @@ fn the_built_in_edit_and_view_roles_manage_and_read_ipfs_images_but_never_write_
         &["get", "ipfsimg", "--all-namespaces"]
     ));
     allowed(&api, &bob, &in_ns(&["delete", "ipfsimg", "app"]));
+}
+
+/// The chart's operator admission policy on a real API server, with a token bound to the
+/// operator's Pod (as kubelet requests it): the operator patches its own Pod, and the server
+/// refuses it an agent's Pod and refuses any Pod to an operator credential bound to no Pod.
+#[test]
+fn the_admission_policy_keeps_the_operator_to_its_own_pod() {
+    let (api, dir) = world();
+    let policy = kube_world::helm_template(&["templates/operator-admission-policy.yaml"]).unwrap();
+    let file = write_file(dir.path(), "operator-policy.yaml", &policy).unwrap();
+    api.kubectl(&["apply", "-f", &file]).unwrap();
+    for (pod, sa) in [("operator-0", OPERATOR_SA), ("agent-x", AGENT_SA)] {
+        let spec = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {RELEASE_NAMESPACE}}}\nspec:\n  serviceAccountName: {sa}\n  automountServiceAccountToken: false\n  containers: [{{name: c, image: busybox:1.36}}]\n"
+        );
+        let file = write_file(dir.path(), &format!("{pod}.yaml"), &spec).unwrap();
+        api.kubectl(&["apply", "-f", &file]).unwrap();
+    }
+    let bound = api
+        .pod_token_kubeconfig(RELEASE_NAMESPACE, OPERATOR_SA, "operator-0")
+        .unwrap();
+    let unbound = api.service_account(RELEASE_NAMESPACE, OPERATOR_SA).unwrap();
+    let patch = |kubeconfig: &std::path::Path, pod: &str| {
+        block_on(async {
+            let client = KubeApi::client_with(kubeconfig).await.unwrap();
+            let peer = Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"ipfsimage.dev/peer": "{}"}}}),
+            );
+            match Api::<Pod>::namespaced(client, RELEASE_NAMESPACE)
+                .patch(pod, &PatchParams::default(), &peer)
+                .await
+            {
+                Ok(_) => (200, String::new()),
+                Err(kube::Error::Api(status)) => (status.code, status.message),
+                Err(e) => panic!("not an answer from the server: {e}"),
+            }
+        })
+    };
+    // The policy takes effect once the server has compiled it: until then RBAC alone lets the
+    // agent's Pod be written, so wait for the first refusal.
+    let mut last = (0, String::new());
+    testkit::wait_until(
+        "the policy refuses the operator an agent's Pod",
+        std::time::Duration::from_secs(60),
+        || {
+            last = patch(&bound, "agent-x");
+            Ok(last.0 == 403)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}: {last:?}"));
+    assert!(last.1.contains("only its own Pod"), "{}", last.1);
+    assert_eq!(patch(&bound, "operator-0"), (200, String::new()));
+    let (code, message) = patch(&unbound, "operator-0");
+    assert_eq!(code, 403, "a credential bound to no Pod: {message}");
+    assert!(message.contains("no Pod"), "{message}");
 }
