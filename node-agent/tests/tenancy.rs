@@ -1,5 +1,5 @@
-//! Tenancy against a real kube-apiserver: a namespace user with an ordinary edit Role on
-//! IpfsImages in `tenant-b` tries to change what a reference means on every node. The operator
+//! Tenancy against a real kube-apiserver: a namespace user bound to the built-in `edit` role (with
+//! the chart's users' roles aggregated into it) in `tenant-b` tries to change what a reference means on every node. The operator
 //! binary imports for everyone (as its ServiceAccount), the agent binary serves the mirror (as
 //! its ServiceAccount, with the chart's default: its own namespace's objects answer references).
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::kube_world::{
     AGENT_SA, ChartWorld, OPERATOR_SA, OperatorProcess, RELEASE_NAMESPACE, USER_NAMESPACE,
-    get_json, pull_secret_yaml, write_file,
+    get_json, install_user_roles, pull_secret_yaml, user_with_builtin_role, write_file,
 };
 use testkit::{Agent, PushFormat, Registry, TestImage, push_layout, wait_until};
 
@@ -155,29 +155,11 @@ fn a_namespace_user_cannot_change_what_a_tag_means_for_other_namespaces() {
     )
     .unwrap();
 
-    // Mallory edits IpfsImages in her own namespace, nothing else.
+    // Mallory holds the built-in edit role in her own namespace (with the chart's users' roles
+    // folded in by the real aggregation controller), nothing else.
     api.kubectl(&["create", "namespace", TENANT]).unwrap();
-    let role = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: ipfsimage-editor, namespace: {TENANT}}}
-rules:
-  - apiGroups: [ipfsimage.dev]
-    resources: [ipfsimages]
-    verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: mallory-edits, namespace: {TENANT}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: ipfsimage-editor}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: mallory}}]
-"
-    );
-    let file = write_file(world.dir.path(), "mallory.yaml", &role).unwrap();
-    api.kubectl(&["apply", "-f", &file]).unwrap();
-    let mallory = api
-        .kubeconfig_for("mallory", &["system:authenticated"])
-        .unwrap();
+    let _aggregation = install_user_roles(api, world.dir.path()).unwrap();
+    let mallory = user_with_builtin_role(api, TENANT, "mallory", "edit").unwrap();
 
     let operator = start_operator(&world, &[]);
     // The chart's agent: its own namespace (POD_NAMESPACE) is the one that answers references.
@@ -312,8 +294,11 @@ fn a_privately_imported_image_answers_no_original_reference() {
         PushFormat::Oci,
     )
     .unwrap();
+    // The Secret and the object are a namespace editor's (the built-in edit role).
+    let editor = world.editor("erin").unwrap();
     world
-        .apply(
+        .create_as(
+            &editor,
             "regcred",
             &pull_secret_yaml(ns, "regcred", &private.addr, ("u", "p")),
         )
@@ -336,7 +321,8 @@ fn a_privately_imported_image_answers_no_original_reference() {
 
     let source = format!("{}/test/secret:1", private.addr);
     world
-        .apply(
+        .create_as(
+            &editor,
             "secret",
             &image_with_spec(
                 ns,

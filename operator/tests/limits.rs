@@ -96,11 +96,17 @@ fn an_oversized_image_and_a_registry_that_never_finishes_end_with_their_own_reas
     )
     .unwrap();
 
+    // As a tenant with the built-in edit role: the limits hold whoever asks.
+    let tenant = world.editor("tenant").unwrap();
     let started = Instant::now();
     let huge = format!("{}/test/big:1", proxy.addr);
     let slow = format!("{}/test/busybox:1", proxy.addr);
-    world.apply("huge", &image("huge", &huge)).unwrap();
-    world.apply("slow", &image("slow", &slow)).unwrap();
+    world
+        .create_as(&tenant, "huge", &image("huge", &huge))
+        .unwrap();
+    world
+        .create_as(&tenant, "slow", &image("slow", &slow))
+        .unwrap();
 
     let (ready, _) = failed(&world, &op, "huge", started);
     assert_eq!(ready["reason"], "ImageTooLarge", "{ready}");

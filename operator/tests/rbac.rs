@@ -366,58 +366,14 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]
     assert!(forbidden(&api, &alice, &["get", "ipfsimg", "-n", "team-b"]));
 }
 
-/// True when every ClusterRole named holds a rule on `ipfsimages` (the aggregation has run).
-fn aggregated(api: &KubeApi, roles: &[&str]) -> anyhow::Result<bool> {
-    let mut args = vec!["get", "clusterrole"];
-    args.extend_from_slice(roles);
-    args.extend_from_slice(&["-o", "json"]);
-    let list: Value = serde_json::from_str(&api.kubectl(&args)?)?;
-    Ok(list["items"].as_array().is_some_and(|items| {
-        items.len() == roles.len()
-            && items.iter().all(|role| {
-                role["rules"].as_array().is_some_and(|rules| {
-                    rules
-                        .iter()
-                        .any(|r| r["resources"].to_string().contains("\"ipfsimages\""))
-                })
-            })
-    }))
-}
-
 #[test]
 fn the_built_in_edit_and_view_roles_manage_and_read_ipfs_images_but_never_write_status() {
     let (api, dir) = world();
     // The real aggregation controller, and the chart's users' roles (userRoles.aggregate).
-    let _aggregation = api.start_role_aggregation().unwrap();
-    let roles = kube_world::helm_template(&["templates/user-roles.yaml"]).unwrap();
-    let file = write_file(dir.path(), "user-roles.yaml", &roles).unwrap();
-    api.kubectl(&["apply", "-f", &file]).unwrap();
-    testkit::wait_until(
-        "admin, edit and view aggregate the chart's rules",
-        std::time::Duration::from_secs(60),
-        || aggregated(&api, &["admin", "edit", "view"]),
-    )
-    .unwrap();
-
+    let _aggregation = kube_world::install_user_roles(&api, dir.path()).unwrap();
     // bob holds the built-in edit role in his namespace, carol view: nothing made for us.
-    for (user, role) in [("bob", "edit"), ("carol", "view")] {
-        api.kubectl(&[
-            "create",
-            "rolebinding",
-            &format!("{user}-{role}"),
-            "-n",
-            USER_NAMESPACE,
-            &format!("--clusterrole={role}"),
-            &format!("--user={user}"),
-        ])
-        .unwrap();
-    }
-    let bob = api
-        .kubeconfig_for("bob", &["system:authenticated"])
-        .unwrap();
-    let carol = api
-        .kubeconfig_for("carol", &["system:authenticated"])
-        .unwrap();
+    let bob = kube_world::user_with_builtin_role(&api, USER_NAMESPACE, "bob", "edit").unwrap();
+    let carol = kube_world::user_with_builtin_role(&api, USER_NAMESPACE, "carol", "view").unwrap();
     let image = |ns: &str| {
         format!(
             "apiVersion: ipfsimage.dev/v1alpha1\nkind: IpfsImage\nmetadata:\n  name: app\n  namespace: {ns}\nspec:\n  source: docker.io/library/busybox:1.36\n"

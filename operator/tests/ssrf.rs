@@ -159,11 +159,15 @@ fn start_operator(
     .unwrap()
 }
 
-/// One IpfsImage per proxy: `name` imports `test/busybox:1` through it.
+/// One IpfsImage per proxy: `name` imports `test/busybox:1` through it, created by a tenant
+/// with the built-in edit role.
 fn import_through(world: &ChartWorld, sources: &[(&str, &HttpProxy)]) {
+    let tenant = world.editor("tenant").unwrap();
     for (name, proxy) in sources {
         let source = format!("{}/test/busybox:1", proxy.addr);
-        world.apply(name, &image(name, &source)).unwrap();
+        world
+            .create_as(&tenant, name, &image(name, &source))
+            .unwrap();
     }
 }
 

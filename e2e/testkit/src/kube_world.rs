@@ -68,6 +68,62 @@ pub fn install_chart_rbac(api: &KubeApi, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The chart's users' roles (`userRoles.aggregate`) folded into the built-in `admin`, `edit`
+/// and `view` by the real clusterrole-aggregation controller, which runs until the returned
+/// [`Daemon`] is dropped. After this, binding a user to `edit` gives exactly what an ordinary
+/// namespace editor of a cluster with the chart has.
+pub fn install_user_roles(api: &KubeApi, dir: &Path) -> Result<Daemon> {
+    let aggregation = api.start_role_aggregation()?;
+    let roles = helm_template(&["templates/user-roles.yaml"])?;
+    api.kubectl(&["apply", "-f", &write_file(dir, "user-roles.yaml", &roles)?])?;
+    crate::wait_until(
+        "admin, edit and view aggregate the chart's rules",
+        Duration::from_secs(60),
+        || {
+            let list: Value = serde_json::from_str(&api.kubectl(&[
+                "get",
+                "clusterrole",
+                "admin",
+                "edit",
+                "view",
+                "-o",
+                "json",
+            ])?)?;
+            Ok(list["items"].as_array().is_some_and(|roles| {
+                roles.len() == 3
+                    && roles.iter().all(|role| {
+                        role["rules"].as_array().is_some_and(|rules| {
+                            rules
+                                .iter()
+                                .any(|r| r["resources"].to_string().contains("\"ipfsimages\""))
+                        })
+                    })
+            }))
+        },
+    )?;
+    Ok(aggregation)
+}
+
+/// A kubeconfig for `user`, bound in `namespace` to the built-in ClusterRole `role` (`edit`,
+/// `view`…) and to nothing else.
+pub fn user_with_builtin_role(
+    api: &KubeApi,
+    namespace: &str,
+    user: &str,
+    role: &str,
+) -> Result<PathBuf> {
+    api.kubectl(&[
+        "create",
+        "rolebinding",
+        &format!("{user}-{role}"),
+        "-n",
+        namespace,
+        &format!("--clusterrole={role}"),
+        &format!("--user={user}"),
+    ])?;
+    api.kubeconfig_for(user, &["system:authenticated"])
+}
+
 /// Write `text` to `dir/name`; the path as a string (for kubectl's `-f`).
 pub fn write_file(dir: &Path, name: &str, text: &str) -> Result<String> {
     let path = dir.join(name);
@@ -155,6 +211,38 @@ impl ChartWorld {
         self.api.kubectl(&["apply", "-f", &file])?;
         Ok(())
     }
+
+    /// A tenant of [`USER_NAMESPACE`]: `user`, bound there to the built-in `edit` role with the
+    /// chart's users' roles folded in (see [`install_user_roles`]), and nothing else.
+    pub fn editor(&self, user: &str) -> Result<Editor> {
+        let aggregation = install_user_roles(&self.api, self.dir.path())?;
+        let kubeconfig = user_with_builtin_role(&self.api, USER_NAMESPACE, user, "edit")?;
+        Ok(Editor {
+            kubeconfig,
+            _aggregation: aggregation,
+        })
+    }
+
+    /// Create a manifest as `editor`; an error unless the server allows it.
+    pub fn create_as(&self, editor: &Editor, name: &str, yaml: &str) -> Result<()> {
+        let file = write_file(self.dir.path(), &format!("{name}.yaml"), yaml)?;
+        let out = self
+            .api
+            .kubectl_as(Some(&editor.kubeconfig), &["create", "-f", &file])?;
+        ensure!(
+            out.status.success(),
+            "{name} as an editor: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+/// A namespace user with an ordinary `edit` role (from [`ChartWorld::editor`]); the
+/// aggregation controller runs while it lives.
+pub struct Editor {
+    pub kubeconfig: PathBuf,
+    _aggregation: Daemon,
 }
 
 /// A `kubernetes.io/dockerconfigjson` Secret `namespace/name` with a login for `registry`.
