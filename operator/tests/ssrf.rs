@@ -1,7 +1,8 @@
 //! The operator never fetches internal addresses on a registry's say-so, on a real
 //! kube-apiserver with the operator binary as its ServiceAccount: a real registry behind
 //! testkit's proxy (on 127.0.0.2) sends a `WWW-Authenticate` realm on 127.0.0.1 (a listener there
-//! must see no connection) or on 169.254.169.254, or redirects to such an address or to a name that resolves
+//! must see no connection) or on 169.254.169.254 (in a network namespace of the test's own, with a
+//! listener there too), or redirects to such an address or to a name that resolves
 //! to one, and each import ends `AddressRefused`. A registry's error
 //! body reaches the condition and the Event cut short and without control characters. With a
 //! registry allow-list, a source elsewhere is refused before any request reaches it.
@@ -157,6 +158,47 @@ fn start_operator(
         &args,
     )
     .unwrap()
+}
+
+/// The metadata address for real: the whole world (API server, registry, Kubo, the operator) in
+/// a network namespace of the test's own, whose loopback also carries 169.254.169.254, where a
+/// listener answers. A registry whose realm points there is refused, and the listener sees no
+/// connection (a probe from the namespace first shows that it would).
+#[test]
+fn a_realm_on_the_metadata_address_is_refused_unsent_with_a_listener_there() {
+    let net = testkit::TestNet::create(&["operator"]).unwrap();
+    let node = net.node(0).clone();
+    node.netns
+        .ip(&["addr", "add", "169.254.169.254/32", "dev", "lo"])
+        .unwrap();
+    let world = ChartWorld::start_in(&node).unwrap();
+    let (witness, metadata, op) = node.enter(|| {
+        let witness = Witness::start("169.254.169.254");
+        std::net::TcpStream::connect(&witness.addr).expect("the listener answers in the namespace");
+        wait_until("the probe is counted", STEP, || {
+            Ok(witness.accepted.load(Ordering::SeqCst) == 1)
+        })
+        .unwrap();
+        let metadata = with_realm(
+            &world.registry.addr,
+            format!("http://{}/latest/meta-data/", witness.addr),
+        );
+        let op = start_operator(&world, "op-metadata", &[&metadata.addr], &[]);
+        (witness, metadata, op)
+    });
+    import_through(&world, &[("metadata", &metadata)]);
+    let ready = ready_with(&world, &op, "metadata", "AddressRefused");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("169.254.169.254"), "{message}");
+    assert_eq!(
+        witness.accepted.load(Ordering::SeqCst),
+        1,
+        "a request reached 169.254.169.254 (beyond the probe)\n{}",
+        op.log_text()
+    );
+    drop(op);
+    drop(metadata);
+    drop(world);
 }
 
 /// One IpfsImage per proxy: `name` imports `test/busybox:1` through it, created by a tenant

@@ -171,7 +171,18 @@ pub struct ChartWorld {
 
 impl ChartWorld {
     pub fn start() -> Result<Self> {
-        let api = KubeApi::start()?;
+        Self::with_api(KubeApi::start()?)
+    }
+
+    /// The same world inside `node`'s network namespace: the API server on the node's address,
+    /// the registry and Kubo on its own 127.0.0.1. Start whatever talks to them (the operator,
+    /// proxies, listeners) inside `node.enter` too.
+    pub fn start_in(node: &crate::NetNode) -> Result<Self> {
+        let api = KubeApi::start_in(node)?;
+        node.enter(|| Self::with_api(api))
+    }
+
+    fn with_api(api: KubeApi) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         install_crd(&api)?;
         install_chart_rbac(&api, dir.path())?;
