@@ -6,12 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipfs_image_api::peer::PeerInfo;
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use ipfs_image_process::{GlobalArgs, duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,18 +15,8 @@ pub enum LogFormat {
     about = "A read-only registry and containerd mirror backed by IPFS"
 )]
 pub struct Cli {
-    /// Kubo RPC API of the node's IPFS daemon (keep it on 127.0.0.1: it is an admin API).
-    #[arg(
-        long,
-        env = "IPFS_API",
-        default_value = "http://127.0.0.1:5001",
-        global = true
-    )]
-    pub ipfs_api: String,
-
-    /// Log format on stderr.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -68,11 +53,11 @@ pub struct ServeArgs {
     pub images: Option<PathBuf>,
 
     /// Longest time to resolve an image before answering an error (so containerd can fall back).
-    #[arg(long, env = "AGENT_RESOLVE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGENT_RESOLVE_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
     pub resolve_timeout: Duration,
 
     /// Longest wait for IPFS to start sending a blob, and the longest silence while it streams.
-    #[arg(long, env = "AGENT_IPFS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGENT_IPFS_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
     pub ipfs_timeout: Duration,
 
     /// Concurrent GETs of one blob share one IPFS stream. A client that falls this far behind the
@@ -110,7 +95,7 @@ pub struct ServeArgs {
     pub state_dir: PathBuf,
 
     /// Least time between two writes of this node's status entry on the same IpfsImage.
-    #[arg(long, env = "AGENT_STATUS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGENT_STATUS_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     pub status_interval: Duration,
 
     /// Label selector of the agent Pods (in this Pod's namespace) whose IPFS peers to connect to,
@@ -125,12 +110,12 @@ pub struct ServeArgs {
     pub peers: Vec<PeerInfo>,
 
     /// How often to reconnect to every known peer (re-peers a restarted IPFS daemon).
-    #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGENT_PEER_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     pub peer_interval: Duration,
 
     /// How often to read the IPFS repository's size for the `ipfs_repo_*_bytes` gauges; `0s`
     /// never asks.
-    #[arg(long, env = "AGENT_REPO_STAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "AGENT_REPO_STAT_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     pub repo_stat_interval: Duration,
 
     /// Namespaces whose IpfsImages may answer original references (`docker.io/library/nginx:1`)

@@ -6,23 +6,9 @@ use clap::Parser;
 use ipfs_image_agent::{
     cli, containerd_hosts, registries_conf, runtime_check, runtime_watch, serve,
 };
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: cli::LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        cli::LogFormat::Text => builder.init(),
-        cli::LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.log_format);
+    ipfs_image_process::logging::init(cli.global.log_format, std::io::stderr);
     ipfs_oci::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +25,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: cli::Cli) -> Result<()> {
     match cli.command {
-        cli::Command::Serve(args) => serve::run(&cli.ipfs_api, args).await,
+        cli::Command::Serve(args) => serve::run(&cli.global.ipfs_api, args).await,
         cli::Command::ConfigureContainerd(args) => configure_containerd(args),
         cli::Command::ConfigureRegistries(args) => {
             let registries = args

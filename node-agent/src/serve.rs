@@ -9,6 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use ipfs_image_process::{AbortOnDrop, shutdown_signal};
 use ipfs_oci::ipfs::{IpfsStore, KuboClient, KuboOptions};
 
 use crate::cache::DagCache;
@@ -276,28 +277,4 @@ fn health_router(
             }),
         )
         .with_state((ipfs, metrics, runtime))
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
-}
-
-/// Stops a background task when the server stops.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

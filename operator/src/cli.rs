@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
+use ipfs_image_process::{GlobalArgs, duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,18 +15,8 @@ use crate::telemetry::LogFormat;
     about = "Imports container images into IPFS and keeps them pinned"
 )]
 pub struct Cli {
-    /// Kubo RPC API of the IPFS daemon that stores and pins images (keep it on 127.0.0.1).
-    #[arg(
-        long,
-        env = "IPFS_API",
-        default_value = "http://127.0.0.1:5001",
-        global = true
-    )]
-    pub ipfs_api: String,
-
-    /// Log format on stderr.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -99,7 +89,7 @@ pub struct RunArgs {
     /// How often tags in `spec.source` are resolved again when `spec.recheckInterval` is unset
     /// (a moved tag is re-imported); also how often a Ready image's pin is verified. `0s` turns
     /// default re-checks off.
-    #[arg(long, env = "RECHECK_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "RECHECK_INTERVAL", default_value = "1h", value_parser = duration::parse)]
     pub recheck_interval: Duration,
 
     /// Talk plain HTTP to this registry (host[:port], as in image references); repeat or
@@ -131,7 +121,7 @@ pub struct RunArgs {
     /// Longest time one import (registry to IPFS) may take; a slower one stops with reason
     /// `ImportTimedOut`, frees its reconcile slot and is retried with backoff, resuming from
     /// the blobs it stored. `0s` turns the deadline off.
-    #[arg(long, env = "IMPORT_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "IMPORT_TIMEOUT", default_value = "1h", value_parser = duration::parse)]
     pub import_timeout: Duration,
 
     /// A network (CIDR) a registry's auth realm or redirect may not send the operator to, in
@@ -159,7 +149,7 @@ pub struct RunArgs {
 
     /// How often layout pins the operator made whose image no IpfsImage holds any more (a
     /// status write that failed, a finalizer removed by hand) are removed; `0s` never.
-    #[arg(long, env = "ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "ORPHAN_SWEEP_INTERVAL", default_value = "10m", value_parser = duration::parse)]
     pub orphan_sweep_interval: Duration,
 
     /// Address of the HTTP server with /metrics (Prometheus), /healthz and /readyz.
@@ -172,11 +162,11 @@ pub struct RunArgs {
 
     /// First retry delay after a failed reconcile; it doubles with each consecutive failure of
     /// the same object, up to --max-backoff.
-    #[arg(long, env = "ERROR_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "ERROR_BACKOFF", default_value = "5s", value_parser = duration::parse)]
     pub error_backoff: Duration,
 
     /// Longest retry delay after failed reconciles.
-    #[arg(long, env = "MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "MAX_BACKOFF", default_value = "5m", value_parser = duration::parse)]
     pub max_backoff: Duration,
 
     /// Elect a leader with a coordination.k8s.io Lease, so that only one replica reconciles.
@@ -194,11 +184,11 @@ pub struct RunArgs {
     pub lease_namespace: Option<String>,
 
     /// How long a leader's Lease stays valid without renewal.
-    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = duration::parse)]
     pub lease_duration: Duration,
 
     /// How often the leader renews its Lease (and others try to take it over).
-    #[arg(long, env = "LEASE_RENEW_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "LEASE_RENEW_INTERVAL", default_value = "5s", value_parser = duration::parse)]
     pub lease_renew_interval: Duration,
 
     /// This replica's name: the Lease holder identity and the Events' reportingInstance.
@@ -213,7 +203,7 @@ pub struct RunArgs {
     pub publish_peer: bool,
 
     /// How often the IPFS daemon's identity is read again to republish it when it changed.
-    #[arg(long, env = "PEER_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "PEER_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     pub peer_interval: Duration,
 }
 
@@ -245,13 +235,4 @@ fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// A Kubernetes-style duration: `90s`, `10m`, `1h30m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration = text.parse().map_err(|e| format!("{e}"))?;
-    if parsed.is_negative() {
-        return Err("must not be negative".into());
-    }
-    Ok(Duration::from(parsed))
 }

@@ -11,7 +11,7 @@ use ipfs_image_operator::controller;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.global.log_format);
     ipfs_oci::install_crypto_provider();
     ipfs_oci::fault::setup();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            cli::Command::Convert(args) => convert_cmd::run(&cli.ipfs_api, args).await,
+            cli::Command::Convert(args) => convert_cmd::run(&cli.global.ipfs_api, args).await,
             cli::Command::Crd => {
                 print!("{}", ipfs_image_api::crd_yaml());
                 Ok(())
@@ -73,7 +73,7 @@ fn main() -> std::process::ExitCode {
                     renew_interval: args.lease_renew_interval,
                 });
                 let options = controller::app::RunOptions {
-                    ipfs_api: cli.ipfs_api.clone(),
+                    ipfs_api: cli.global.ipfs_api.clone(),
                     namespace: args.namespace,
                     metrics_listen: args.metrics_listen,
                     concurrency: args.concurrency,

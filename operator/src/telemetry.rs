@@ -1,28 +1,15 @@
-//! Logging set-up: text for people, JSON for log pipelines.
+//! Logging set-up: the shared one, through a writer that keeps `convert`'s progress bars intact.
 
 use std::io::Write;
 use std::sync::OnceLock;
 
 use indicatif::MultiProgress;
-use tracing_subscriber::EnvFilter;
+use ipfs_image_process::LogFormat;
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logs go to stderr so stdout stays machine-readable (`convert` prints the CID there).
+/// Logs go to stderr so stdout stays machine-readable (`convert` prints the CID there), above
+/// any progress bars.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(|| LogWriter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    ipfs_image_process::logging::init(format, || LogWriter);
 }
 
 /// Progress bars on stderr (see `convert_progress`): log lines are printed above them.

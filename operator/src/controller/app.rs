@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use ipfs_image_process::{AbortOnDrop, shutdown_signal};
 use ipfs_oci::ipfs::{KuboClient, KuboOptions};
 use tokio::sync::watch;
 
@@ -127,33 +128,6 @@ async fn finish(server: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::
     match server.await {
         Ok(result) => result,
         Err(e) => Err(anyhow::anyhow!("HTTP server task: {e}")),
-    }
-}
-
-/// SIGTERM (what the kubelet sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            () = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await;
-}
-
-/// Stops a background task when `run` returns.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

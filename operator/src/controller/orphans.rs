@@ -66,12 +66,3 @@ pub async fn sweep<S: IpfsStore>(
     }
     Ok(removed)
 }
-
-/// Stops the sweep when the controller stops.
-pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

@@ -55,7 +55,7 @@ pub async fn run<S>(
         .watch(ctx.client.clone(), reader.clone(), Duration::from_secs(10))
         .await;
     let _sweep = ctx.config.orphan_sweep_interval.map(|every| {
-        orphans::AbortOnDrop(tokio::spawn(orphans::run(
+        ipfs_image_process::AbortOnDrop(tokio::spawn(orphans::run(
             ctx.clone(),
             reader.clone(),
             every,
