@@ -193,9 +193,17 @@ impl Containerd {
     /// `ctr run --rm <image> <id> <args…>` and return stdout.
     pub fn run(&self, image: &str, args: &[&str]) -> Result<String> {
         let id = format!("testkit-{}-{}", std::process::id(), rand_suffix());
-        let mut all = vec!["run", "--rm", image, &id];
+        // The container's stdout goes straight to a file the shim opens (`--log-uri file://`),
+        // not through ctr's FIFO copy, which can lose the output of a process that exits at
+        // once (seen: an empty `echo` under load).
+        let log = self.dir.path().join(format!("{id}.out"));
+        let uri = format!("file://{}", log.display());
+        let mut all = vec!["run", "--rm", "--log-uri", &uri, image, &id];
         all.extend_from_slice(args);
-        self.ctr_ok(&all)
+        let printed = self.ctr_ok(&all)?;
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        Ok(printed + &logged)
     }
 
     /// Write `<hosts_dir>/<host>/hosts.toml`.

@@ -14,7 +14,9 @@
 //! - [`lazy`]: reads one file out of a layer served over HTTP with Range requests only.
 
 pub mod lazy;
+mod members;
 pub mod stream;
+mod tar;
 pub mod writer;
 
 use std::collections::BTreeMap;

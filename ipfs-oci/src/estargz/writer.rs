@@ -7,22 +7,22 @@
 //! itself is held in memory. Output is deterministic: the same input gives the same blob.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use base64::Engine as _;
-use flate2::Compression;
-use flate2::GzBuilder;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
+use super::members::Members;
+use super::tar::{
+    BLOCK, Pending, TarInput, header_checksum_ok, numeric, parse_pax, until_nul, utf8,
+};
 use super::{
     EntryKind, EstargzError, LANDMARK_CONTENTS, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_NAME,
     TOC_VERSION, Toc, TocEntry, clean_name, digest_string, footer, rfc3339,
 };
 use crate::digest::Digest;
 
-const BLOCK: usize = 512;
 /// Extension headers (PAX records, GNU long names) larger than this are refused.
 const MAX_EXTENSION_BYTES: u64 = 1024 * 1024;
 const COPY_BUFFER: usize = 64 * 1024;
@@ -92,259 +92,6 @@ pub fn build<R: Read, W: Write>(
     builder.landmark(NO_PREFETCH_LANDMARK)?;
     builder.entries_from_input()?;
     builder.finish()
-}
-
-/// Reads the input tar; its I/O errors are the input's (source registry, decompression).
-struct TarInput<R> {
-    r: R,
-}
-
-impl<R: Read> TarInput<R> {
-    /// One 512-byte block; `false` at a clean end of input.
-    fn block(&mut self, block: &mut [u8; BLOCK]) -> Result<bool, EstargzError> {
-        let mut filled = 0;
-        while filled < BLOCK {
-            match self.r.read(&mut block[filled..]) {
-                Ok(0) if filled == 0 => return Ok(false),
-                Ok(0) => return Err(EstargzError::Invalid("tar ends inside a header".into())),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(input_error(e)),
-            }
-        }
-        Ok(true)
-    }
-
-    fn exact(&mut self, buf: &mut [u8]) -> Result<(), EstargzError> {
-        self.r.read_exact(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                EstargzError::Invalid("tar ends inside an entry".into())
-            } else {
-                input_error(e)
-            }
-        })
-    }
-
-    /// Read everything left (the end-of-archive blocks, the gzip trailer) and drop it.
-    fn drain(&mut self) -> Result<(), EstargzError> {
-        io::copy(&mut self.r, &mut io::sink())
-            .map(|_| ())
-            .map_err(input_error)
-    }
-}
-
-/// Decompression errors mean a broken layer; anything else (and whatever the input stream itself
-/// reported) is the input failing.
-fn input_error(e: io::Error) -> EstargzError {
-    if e.get_ref()
-        .is_some_and(|inner| inner.is::<super::stream::InputFailed>())
-    {
-        return EstargzError::Input(e);
-    }
-    match e.kind() {
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-            EstargzError::Invalid(format!("decompressing the layer: {e}"))
-        }
-        _ => EstargzError::Input(e),
-    }
-}
-
-/// A writer that counts and hashes what passes through it.
-struct Counted<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// The output: a sequence of gzip members. Between members the sink is idle and its count is
-/// the offset where the next member starts.
-struct Members<W: Write> {
-    idle: Option<Counted<W>>,
-    member: Option<GzEncoder<Counted<W>>>,
-    level: Compression,
-    /// sha256 and size of everything put into members (the decompressed blob).
-    diff: Sha256,
-    uncompressed: u64,
-}
-
-impl<W: Write> Members<W> {
-    fn new(output: W, level: u32) -> Self {
-        Self {
-            idle: Some(Counted {
-                inner: output,
-                hasher: Sha256::new(),
-                count: 0,
-            }),
-            member: None,
-            level: Compression::new(level),
-            diff: Sha256::new(),
-            uncompressed: 0,
-        }
-    }
-
-    /// End the current member (if any) and return the offset the next one starts at.
-    fn boundary(&mut self) -> Result<u64, EstargzError> {
-        if let Some(member) = self.member.take() {
-            self.idle = Some(member.finish().map_err(EstargzError::Output)?);
-        }
-        Ok(self.idle.as_ref().expect("idle between members").count)
-    }
-
-    /// Append decompressed bytes to the current member, opening one if needed.
-    fn write(&mut self, data: &[u8]) -> Result<(), EstargzError> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        if self.member.is_none() {
-            let sink = self.idle.take().expect("idle between members");
-            // mtime 0 and a fixed OS byte: the same input always gives the same blob.
-            self.member = Some(
-                GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(sink, self.level),
-            );
-        }
-        self.diff.update(data);
-        self.uncompressed += data.len() as u64;
-        self.member
-            .as_mut()
-            .expect("opened above")
-            .write_all(data)
-            .map_err(EstargzError::Output)
-    }
-
-    /// Zero padding to the next 512-byte boundary after `len` bytes of payload.
-    fn pad(&mut self, len: u64) -> Result<(), EstargzError> {
-        let rem = (len % BLOCK as u64) as usize;
-        if rem != 0 {
-            self.write(&[0u8; BLOCK][..BLOCK - rem])?;
-        }
-        Ok(())
-    }
-
-    /// Write bytes outside any member (the footer); returns the sink.
-    fn finish(mut self, trailer: &[u8]) -> Result<(Counted<W>, Sha256, u64), EstargzError> {
-        self.boundary()?;
-        let mut sink = self.idle.take().expect("idle after boundary");
-        sink.write_all(trailer).map_err(EstargzError::Output)?;
-        sink.flush().map_err(EstargzError::Output)?;
-        Ok((sink, self.diff, self.uncompressed))
-    }
-}
-
-/// Extension headers seen before the entry they describe.
-#[derive(Default)]
-struct Pending {
-    /// Their blocks, copied verbatim in front of the entry's header.
-    raw: Vec<u8>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-    pax: Vec<(String, Vec<u8>)>,
-}
-
-impl Pending {
-    fn pax(&self, key: &str) -> Option<&[u8]> {
-        self.pax
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn pax_u64(&self, key: &str) -> Result<Option<u64>, EstargzError> {
-        self.pax(key)
-            .map(|v| {
-                std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or_else(|| EstargzError::Invalid(format!("PAX {key} is not a number")))
-            })
-            .transpose()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.raw.is_empty()
-    }
-}
-
-/// Parse PAX records (`"<len> <key>=<value>\n"`); values may be binary (xattrs), so records are
-/// split by their length, not by newlines.
-fn parse_pax(mut data: &[u8], out: &mut Vec<(String, Vec<u8>)>) -> Result<(), EstargzError> {
-    let bad = || EstargzError::Invalid("malformed PAX record".into());
-    while !data.is_empty() {
-        if data.iter().all(|b| *b == 0) {
-            break;
-        }
-        let space = data.iter().position(|b| *b == b' ').ok_or_else(bad)?;
-        let len: usize = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(bad)?;
-        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err(bad());
-        }
-        let record = &data[space + 1..len - 1];
-        let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
-        let key = std::str::from_utf8(&record[..eq])
-            .map_err(|_| bad())?
-            .to_owned();
-        out.push((key, record[eq + 1..].to_vec()));
-        data = &data[len..];
-    }
-    Ok(())
-}
-
-fn utf8(bytes: &[u8], what: &str) -> Result<String, EstargzError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| EstargzError::Unsupported(format!("{what} is not UTF-8")))
-}
-
-/// Bytes up to the first NUL (GNU long names are NUL-terminated).
-fn until_nul(b: &[u8]) -> &[u8] {
-    b.iter().position(|c| *c == 0).map_or(b, |i| &b[..i])
-}
-
-/// A numeric header field: writers that leave one blank (all NUL or spaces) mean 0.
-fn numeric<T: Default>(
-    block: &[u8; BLOCK],
-    field: std::ops::Range<usize>,
-    parsed: io::Result<T>,
-) -> Result<T, EstargzError> {
-    if block[field.clone()].iter().all(|b| *b == 0 || *b == b' ') {
-        return Ok(T::default());
-    }
-    parsed.map_err(|e| EstargzError::Invalid(format!("tar header: {e}")))
-}
-
-fn header_checksum_ok(block: &[u8; BLOCK], recorded: u32) -> bool {
-    let spaces = 8 * u32::from(b' ');
-    let unsigned: u32 = block[..148]
-        .iter()
-        .chain(&block[156..])
-        .map(|b| u32::from(*b))
-        .sum::<u32>()
-        + spaces;
-    let signed: i64 = block[..148]
-        .iter()
-        .chain(&block[156..])
-        .map(|b| i64::from(*b as i8))
-        .sum::<i64>()
-        + i64::from(spaces);
-    unsigned == recorded || signed == i64::from(recorded)
 }
 
 struct Builder<R, W: Write> {
@@ -944,7 +691,7 @@ mod tests {
         let mut first = Vec::new();
         let a = build(&input[..], &mut first, &options()).unwrap();
 
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&input).unwrap();
         let gz = gz.finish().unwrap();
         let mut second = Vec::new();

@@ -5,35 +5,32 @@
 mod broken;
 mod errors;
 mod fanout;
+mod lookup;
 pub mod paths;
 // Public for the fuzz harness (`fuzz/harness`) only.
 #[doc(hidden)]
 pub mod range;
+mod response;
 mod resume;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::Bytes;
-use futures::StreamExt;
-use ipfs_oci::digest::Digest;
-use ipfs_oci::ipfs::{ByteRange, IpfsError, IpfsStore, KuboClient};
-use ipfs_oci::resolve::{DagEntry, ImageDag, ResolveError};
-use ipfs_oci::verified_stream::verified;
+use ipfs_oci::ipfs::KuboClient;
 
-use crate::cache::{CacheError, DagCache};
-use crate::catalog::{Catalog, CatalogEntry, most_recent};
-use crate::metrics::{FallbackCause, Metrics};
+use crate::cache::DagCache;
+use crate::catalog::Catalog;
+use crate::metrics::Metrics;
 pub use broken::BrokenBlobs;
 pub use errors::{ErrorCode, RegistryError};
 pub use fanout::BlobStreams;
+use lookup::{cache_error, mirror_lookup, not_found, tags_list};
 use paths::{Kind, Repository, Route, Target};
-use range::RangeRequest;
+use response::{blob_response, manifest_response};
 
 /// containerd sends a few hundred bytes of headers; anything near this is not a registry client.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -58,7 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn api_version_headers(headers: &mut HeaderMap) {
+pub(super) fn api_version_headers(headers: &mut HeaderMap) {
     headers.insert(
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
@@ -227,386 +224,4 @@ async fn serve(
         Kind::Blob => blob_response(app, method, &digest, entry, headers).await,
         Kind::Tags => unreachable!("answered above"),
     }
-}
-
-/// `ipfs/<CID>` has one tag, `latest` (any tag resolves to the image); a mirrored repository has
-/// the tags of its catalog entries.
-async fn tags_list(
-    app: &AppState,
-    route: &Route,
-    ns: Option<&str>,
-) -> Result<Response, RegistryError> {
-    let (name, tags) = match &route.repository {
-        Repository::Ipfs(cid) => {
-            app.cache
-                .get(cid)
-                .await
-                .map_err(|e| cache_error(app, Kind::Manifest, &e))?;
-            (
-                format!("ipfs/{}", ipfs_oci::content_id::to_base32(cid)),
-                vec!["latest".to_owned()],
-            )
-        }
-        Repository::Mirror(repo) => {
-            let ns = ns.ok_or_else(|| {
-                RegistryError::new(
-                    ErrorCode::NameUnknown,
-                    "mirror requests need the ?ns=<registry> parameter",
-                )
-            })?;
-            let mut tags: Vec<String> = app
-                .catalog
-                .for_repository(ns, repo)
-                .into_iter()
-                .filter(|e| e.digest.is_none())
-                .filter_map(|e| e.tag)
-                .collect();
-            if tags.is_empty() {
-                return Err(RegistryError::new(
-                    ErrorCode::NameUnknown,
-                    format!("{ns}/{repo} is not held in IPFS"),
-                ));
-            }
-            tags.sort();
-            tags.dedup();
-            (repo.clone(), tags)
-        }
-    };
-    let mut response = axum::Json(serde_json::json!({"name": name, "tags": tags})).into_response();
-    api_version_headers(response.headers_mut());
-    Ok(response)
-}
-
-/// Mirror mode: only images in the catalog, only under the registry they came from.
-async fn mirror_lookup(
-    app: &AppState,
-    route: &Route,
-    repo: &str,
-    ns: Option<&str>,
-) -> Result<(Arc<ImageDag>, Digest), RegistryError> {
-    let miss = |cause: FallbackCause, reason: String| {
-        app.metrics.fallback(ns.unwrap_or(""), cause);
-        RegistryError::new(
-            if route.kind == Kind::Manifest {
-                ErrorCode::ManifestUnknown
-            } else {
-                ErrorCode::BlobUnknown
-            },
-            reason,
-        )
-    };
-    let Some(ns) = ns else {
-        return Err(RegistryError::new(
-            ErrorCode::NameUnknown,
-            "mirror requests need the ?ns=<registry> parameter (containerd sends it) or a path that starts with the registry (<registry>/<repository>)",
-        ));
-    };
-    let candidates = app.catalog.for_repository(ns, repo);
-    if candidates.is_empty() {
-        return Err(miss(
-            FallbackCause::Miss,
-            format!("{ns}/{repo} is not held in IPFS"),
-        ));
-    }
-    // A digest some already resolved image holds answers without touching IPFS (the blobs and
-    // platform manifests of a pull that began with its tag).
-    if let Target::Digest(d) = &route.target
-        && let Some(dag) = candidates
-            .iter()
-            .filter_map(|e| app.cache.cached_with_originals(&e.cid))
-            .find(|dag| dag.get(d).is_some())
-    {
-        app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
-        return Ok((dag, *d));
-    }
-    // Otherwise one candidate, chosen before any DAG is resolved, so a pull waits at most one
-    // resolve timeout however many objects name this repository.
-    let Some(entry) = pick_candidate(&candidates, &route.target) else {
-        return Err(miss(
-            FallbackCause::Miss,
-            format!("{ns}/{repo}: not held in IPFS"),
-        ));
-    };
-    let dag = match app.cache.get_with_originals(&entry.cid).await {
-        Ok(dag) => dag,
-        Err(e) => {
-            // A mirror that cannot answer must let containerd fall back at once.
-            let cause = record_ipfs_failure(app, &e);
-            tracing::warn!(source = %entry.source, error = %e, "mirror: image unavailable, falling back");
-            return Err(miss(
-                cause,
-                format!("{ns}/{repo}: IPFS cannot answer now: {e}"),
-            ));
-        }
-    };
-    let digest = match &route.target {
-        Target::Tag(_) => dag.source_digest.or(entry.source_digest),
-        Target::Digest(d) => dag.get(d).map(|_| *d),
-    };
-    match digest {
-        Some(digest) => {
-            app.metrics.mirror.with_label_values(&[ns, "hit"]).inc();
-            Ok((dag, digest))
-        }
-        None => Err(miss(
-            FallbackCause::Miss,
-            format!("{ns}/{repo}: not held in IPFS"),
-        )),
-    }
-}
-
-/// The one catalog entry a mirror request may resolve. A tag: the most recently checked source
-/// naming that tag and no digest. A digest: the most recently checked import that starts at it,
-/// else the most recently checked entry of the repository (its DAG may hold the digest).
-fn pick_candidate<'a>(candidates: &'a [CatalogEntry], target: &Target) -> Option<&'a CatalogEntry> {
-    match target {
-        Target::Tag(tag) => most_recent(candidates.iter().filter(|e| e.answers_tag(tag))),
-        Target::Digest(d) => most_recent(candidates.iter().filter(|e| e.starts_at(d)))
-            .or_else(|| most_recent(candidates)),
-    }
-}
-
-fn not_found(kind: Kind, digest: &Digest) -> RegistryError {
-    match kind {
-        Kind::Manifest => RegistryError::new(
-            ErrorCode::ManifestUnknown,
-            format!("manifest {digest} is not part of this image"),
-        ),
-        Kind::Blob | Kind::Tags => RegistryError::new(
-            ErrorCode::BlobUnknown,
-            format!("blob {digest} is not part of this image"),
-        ),
-    }
-}
-
-/// Count an IPFS failure; returns the fallback cause it means for a mirror request.
-fn record_ipfs_failure(app: &AppState, e: &CacheError) -> FallbackCause {
-    let (kind, cause) = match e {
-        CacheError::Timeout(_)
-        | CacheError::Resolve(ResolveError::Ipfs(IpfsError::Timeout { .. })) => {
-            ("timeout", FallbackCause::IpfsTimeout)
-        }
-        CacheError::Resolve(r) if r.is_unavailable() => {
-            ("unreachable", FallbackCause::IpfsUnreachable)
-        }
-        CacheError::Resolve(_) => ("invalid", FallbackCause::Invalid),
-    };
-    app.metrics.ipfs_errors.with_label_values(&[kind]).inc();
-    cause
-}
-
-fn cache_error(app: &AppState, kind: Kind, e: &CacheError) -> RegistryError {
-    record_ipfs_failure(app, e);
-    if e.is_unavailable() {
-        RegistryError::new(ErrorCode::Unavailable, format!("IPFS: {e}"))
-    } else {
-        let code = if kind == Kind::Manifest {
-            ErrorCode::ManifestUnknown
-        } else {
-            ErrorCode::BlobUnknown
-        };
-        RegistryError::new(code, format!("not a usable IPFS-enabled image: {e}"))
-    }
-}
-
-fn content_headers(headers: &mut HeaderMap, digest: &Digest, media_type: &str, length: u64) {
-    api_version_headers(headers);
-    if let Ok(v) = HeaderValue::from_str(if media_type.is_empty() {
-        "application/octet-stream"
-    } else {
-        media_type
-    }) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    headers.insert(
-        "Docker-Content-Digest",
-        HeaderValue::from_str(&digest.to_string()).expect("digest is ASCII"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&format!("\"{digest}\"")).expect("digest is ASCII"),
-    );
-}
-
-fn manifest_response(
-    method: &Method,
-    digest: &Digest,
-    entry: &DagEntry,
-    bytes: Bytes,
-    app: &AppState,
-) -> Response {
-    let len = bytes.len() as u64;
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(bytes)
-    };
-    let mut response = Response::new(body);
-    content_headers(response.headers_mut(), digest, &entry.media_type, len);
-    if method == Method::GET {
-        app.metrics
-            .bytes_served
-            .with_label_values(&["registry", "manifest"])
-            .inc_by(len);
-    }
-    response
-}
-
-async fn blob_response(
-    app: &AppState,
-    method: &Method,
-    digest: &Digest,
-    entry: &DagEntry,
-    headers: &HeaderMap,
-) -> Result<Response, RegistryError> {
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let span = match range::parse(range_header, entry.size) {
-        RangeRequest::Unsatisfiable => {
-            let mut e = RegistryError::new(
-                ErrorCode::RangeInvalid,
-                format!(
-                    "range {:?} is outside the blob of {} bytes",
-                    range_header.unwrap_or(""),
-                    entry.size
-                ),
-            );
-            e.size = Some(entry.size);
-            return Err(e);
-        }
-        RangeRequest::Partial(s) if !(s.start == 0 && s.len == entry.size) => Some(s),
-        _ => None,
-    };
-    let length = span.map_or(entry.size, |s| s.len);
-    let status = if span.is_some() {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    if method == Method::GET && entry.bytes.is_none() && app.broken.is_broken(&entry.cid) {
-        app.metrics.ipfs_errors.with_label_values(&["other"]).inc();
-        return Err(RegistryError::new(
-            ErrorCode::Unavailable,
-            "IPFS failed to deliver this blob a moment ago: fetch it from the next host",
-        ));
-    }
-    let mut response = if method == Method::HEAD {
-        Response::new(Body::empty())
-    } else if let Some(bytes) = &entry.bytes {
-        // Manifests fetched through /blobs/: already verified and in memory.
-        let slice = match span {
-            Some(s) => bytes.slice(s.start as usize..(s.start + s.len) as usize),
-            None => bytes.clone(),
-        };
-        Response::new(Body::from(slice))
-    } else {
-        // Whole blobs are verified while streaming (the last chunk waits for the digest check),
-        // each response on its own even when it shares its `cat` with concurrent GETs; a range
-        // cannot be, but its length is enforced. Ranges (small, scattered) keep their own `cat`.
-        let checked = match span {
-            None => {
-                let stream = app
-                    .blobs
-                    .open(entry.cid, *digest, cat_opener(app, entry.cid))
-                    .await
-                    .map_err(|e| ipfs_error(app, &e))?;
-                verified(stream, *digest, Some(entry.size))
-            }
-            Some(s) => {
-                app.metrics
-                    .ipfs_cat_streams
-                    .with_label_values(&["range"])
-                    .inc();
-                let range = ByteRange {
-                    offset: s.start,
-                    length: Some(s.len),
-                };
-                let stream = resume::open_resuming(
-                    range_opener(app.ipfs.clone(), entry.cid),
-                    range,
-                    count_resume(&app.metrics),
-                )
-                .await
-                .map_err(|e| ipfs_error(app, &e))?;
-                ipfs_oci::verified_stream::exact_length(stream, s.len)
-            }
-        };
-        let metrics = app.metrics.clone();
-        let digest_text = digest.to_string();
-        let broken = app.broken.clone();
-        let cid = entry.cid;
-        let counted = checked.map(move |chunk| {
-            match &chunk {
-                Ok(b) => metrics
-                    .bytes_served
-                    .with_label_values(&["registry", "blob"])
-                    .inc_by(b.len() as u64),
-                Err(e) => {
-                    metrics
-                        .verification_failures
-                        .with_label_values(&["blob"])
-                        .inc();
-                    broken.mark(cid);
-                    tracing::error!(digest = %digest_text, error = %e, "aborting blob response");
-                }
-            }
-            chunk
-        });
-        Response::new(Body::from_stream(counted))
-    };
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    content_headers(h, digest, &entry.media_type, length);
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(s) = span
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {}-{}/{}",
-            s.start,
-            s.start + s.len - 1,
-            entry.size
-        ))
-    {
-        h.insert(header::CONTENT_RANGE, v);
-    }
-    Ok(response)
-}
-
-/// `cat` of a blob from an offset to its end.
-/// Opens the blob from an offset to its end, resuming a stream that breaks part-way.
-fn cat_opener(app: &AppState, cid: ipfs_oci::Cid) -> fanout::Opener {
-    let open = range_opener(app.ipfs.clone(), cid);
-    let on_resume = count_resume(&app.metrics);
-    Arc::new(move |offset| {
-        let range = ByteRange {
-            offset,
-            length: None,
-        };
-        Box::pin(resume::open_resuming(
-            open.clone(),
-            range,
-            on_resume.clone(),
-        ))
-    })
-}
-
-fn range_opener(ipfs: Arc<KuboClient>, cid: ipfs_oci::Cid) -> resume::RangeOpener {
-    Arc::new(move |range| {
-        let ipfs = ipfs.clone();
-        Box::pin(async move { ipfs.cat(&cid, range).await })
-    })
-}
-
-fn count_resume(metrics: &Metrics) -> resume::OnResume {
-    let resumed = metrics.ipfs_cat_streams.with_label_values(&["resumed"]);
-    Arc::new(move |_offset| resumed.inc())
-}
-
-fn ipfs_error(app: &AppState, e: &IpfsError) -> RegistryError {
-    let kind = match e {
-        IpfsError::Timeout { .. } => "timeout",
-        IpfsError::Unreachable { .. } => "unreachable",
-        _ => "other",
-    };
-    app.metrics.ipfs_errors.with_label_values(&[kind]).inc();
-    RegistryError::new(ErrorCode::Unavailable, format!("IPFS: {e}"))
 }
