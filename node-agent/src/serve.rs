@@ -44,22 +44,10 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
             args.repo_stat_interval,
         )))
     });
-    let catalog = Arc::new(Catalog::default());
     let kubernetes = args
         .kubernetes
         .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
-    // In a cluster with a file too, the file loads into its own catalog and the cluster side
-    // serves the union of both.
-    let file_catalog = match (&args.images, kubernetes) {
-        (Some(_), true) => Some(Arc::new(Catalog::default())),
-        _ => None,
-    };
-    if let Some(path) = &args.images {
-        let target = file_catalog.clone().unwrap_or_else(|| catalog.clone());
-        watch_file(target.clone(), path.clone(), Duration::from_secs(2))?;
-        catalog.replace(target.snapshot().to_vec());
-        tracing::info!(path = %path.display(), images = target.snapshot().len(), "catalog loaded");
-    }
+    let (catalog, file_catalog) = load_catalogs(&args, kubernetes)?;
     let _cluster = if kubernetes {
         Some(start_cluster(ipfs_api, &args, catalog.clone(), file_catalog, &metrics).await?)
     } else {
@@ -91,27 +79,7 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
     });
 
     if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics on {addr}"))?;
-        let runtime = args.containerd.containerd_config.clone().map(|file| {
-            let watch =
-                RuntimeWatch::new(file, args.containerd.config_path.clone(), metrics.clone());
-            // Once at start, so a misconfigured node says so before the first probe.
-            let _ = watch.ready();
-            Arc::new(watch)
-        });
-        let app = health_router(
-            ipfs.clone(),
-            metrics.clone(),
-            runtime,
-            state.catalog.clone(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        });
+        start_metrics_server(addr, &args, ipfs.clone(), &metrics, state.catalog.clone()).await?;
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -123,6 +91,52 @@ pub async fn run(ipfs_api: &str, args: ServeArgs) -> Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("registry stopped");
+    Ok(())
+}
+
+/// The catalog the registry serves and, in a cluster with an `--images` file too, the file's own
+/// catalog (the cluster side then serves the union of both). The file is watched for changes.
+fn load_catalogs(
+    args: &ServeArgs,
+    kubernetes: bool,
+) -> Result<(Arc<Catalog>, Option<Arc<Catalog>>)> {
+    let catalog = Arc::new(Catalog::default());
+    let file_catalog = match (&args.images, kubernetes) {
+        (Some(_), true) => Some(Arc::new(Catalog::default())),
+        _ => None,
+    };
+    if let Some(path) = &args.images {
+        let target = file_catalog.clone().unwrap_or_else(|| catalog.clone());
+        watch_file(target.clone(), path.clone(), Duration::from_secs(2))?;
+        catalog.replace(target.snapshot().to_vec());
+        tracing::info!(path = %path.display(), images = target.snapshot().len(), "catalog loaded");
+    }
+    Ok((catalog, file_catalog))
+}
+
+/// `/metrics`, `/healthz` and `/readyz` on `addr`, in the background.
+async fn start_metrics_server(
+    addr: SocketAddr,
+    args: &ServeArgs,
+    ipfs: Arc<KuboClient>,
+    metrics: &Metrics,
+    catalog: Arc<Catalog>,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics on {addr}"))?;
+    let runtime = args.containerd.containerd_config.clone().map(|file| {
+        let watch = RuntimeWatch::new(file, args.containerd.config_path.clone(), metrics.clone());
+        // Once at start, so a misconfigured node says so before the first probe.
+        let _ = watch.ready();
+        Arc::new(watch)
+    });
+    let app = health_router(ipfs, metrics.clone(), runtime, catalog);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
     Ok(())
 }
 
