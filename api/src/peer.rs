@@ -157,6 +157,50 @@ mod tests {
     }
 }
 
+/// One process's peer, published on its own Pod: written when it is new or changed (a restarted
+/// daemon may listen elsewhere), never twice the same. The operator and every agent publish
+/// through this.
+pub struct OwnPodPeer {
+    pods: kube::Api<Pod>,
+    pod: String,
+    published: Option<PeerInfo>,
+}
+
+impl OwnPodPeer {
+    pub fn new(pods: kube::Api<Pod>, pod: String) -> Self {
+        Self {
+            pods,
+            pod,
+            published: None,
+        }
+    }
+
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    pub fn is_published(&self) -> bool {
+        self.published.is_some()
+    }
+
+    /// Publish `me` unless the Pod already has it: `true` when it was written now.
+    pub async fn publish(&mut self, me: PeerInfo) -> Result<bool, kube::Error> {
+        if self.published.as_ref() == Some(&me) {
+            return Ok(false);
+        }
+        let patch = annotation_patch(&me);
+        self.pods
+            .patch(
+                &self.pod,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+        self.published = Some(me);
+        Ok(true)
+    }
+}
+
 /// How long until the next attempt to publish this peer: `interval` once it is published,
 /// but at most [`PUBLISH_RETRY`] until then. A Pod's IPFS daemon usually starts a moment after
 /// the process that publishes it, and until the annotation is out no other node can fetch from

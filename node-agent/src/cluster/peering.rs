@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use ipfs_image_api::peer::{PeerInfo, annotation_patch, next_publish_delay, pod_peer};
+use ipfs_image_api::peer::{OwnPodPeer, PeerInfo, next_publish_delay, pod_peer};
 use ipfs_oci::ipfs::{IpfsError, IpfsStore};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
@@ -44,7 +43,10 @@ pub struct Peering {
 
 impl Peering {
     pub async fn run<S: IpfsStore>(self, ipfs: Arc<S>) {
-        let mut published: Option<PeerInfo> = None;
+        let mut own = self
+            .pods
+            .as_ref()
+            .map(|p| OwnPodPeer::new(p.pods.clone(), p.own_pod.clone()));
         let mut from_pods: BTreeMap<String, PeerInfo> = BTreeMap::new();
         let mut relist: BTreeMap<String, PeerInfo> = BTreeMap::new();
         let mut swarm = Swarm::default();
@@ -55,8 +57,11 @@ impl Peering {
         loop {
             let changed = tokio::select! {
                 _ = &mut next_tick => {
-                    self.publish(&*ipfs, &mut published).await;
-                    let delay = next_publish_delay(published.is_some(), self.interval);
+                    if let Some(own) = &mut own {
+                        self.publish(&*ipfs, own).await;
+                    }
+                    let published = own.as_ref().is_some_and(OwnPodPeer::is_published);
+                    let delay = next_publish_delay(published, self.interval);
                     next_tick.as_mut().reset(tokio::time::Instant::now() + delay);
                     true
                 }
@@ -120,10 +125,8 @@ impl Peering {
             .collect()
     }
 
-    /// Write this peer's annotation when it is new or changed (a restarted daemon may listen
-    /// elsewhere).
-    async fn publish<S: IpfsStore>(&self, ipfs: &S, published: &mut Option<PeerInfo>) {
-        let Some(pods) = &self.pods else { return };
+    /// Publish this node's peer on its Pod when it is new or changed.
+    async fn publish<S: IpfsStore>(&self, ipfs: &S, own: &mut OwnPodPeer) {
         let me = match ipfs.id().await {
             Ok(id) => PeerInfo {
                 id: id.peer_id,
@@ -134,27 +137,14 @@ impl Peering {
                 return;
             }
         };
-        if published.as_ref() == Some(&me) {
-            return;
-        }
-        let patch = annotation_patch(&me);
-        match pods
-            .pods
-            .patch(
-                &pods.own_pod,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(peer = %me.id, "IPFS peer published on the agent Pod");
-                *published = Some(me);
+        let peer = me.id.clone();
+        match own.publish(me).await {
+            Ok(true) => {
+                tracing::info!(peer, "IPFS peer published on the agent Pod");
                 self.reporter.send(Report::Published);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, pod = %pods.own_pod, "cannot publish the IPFS peer")
-            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, pod = own.pod(), "cannot publish the IPFS peer"),
         }
     }
 }

@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use ipfs_image_api::peer::{PeerInfo, annotation_patch, next_publish_delay};
+use ipfs_image_api::peer::{OwnPodPeer, PeerInfo, next_publish_delay};
 use ipfs_oci::ipfs::IpfsStore;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 
 /// Where the operator publishes its peer.
 #[derive(Debug, Clone)]
@@ -22,38 +20,27 @@ pub struct PeerPublishing {
 
 /// Publish the daemon's peer on the Pod, again whenever it changes, until the task is dropped.
 pub async fn publish_loop<S: IpfsStore>(client: kube::Client, ipfs: S, options: PeerPublishing) {
-    let pods: Api<Pod> = Api::namespaced(client, &options.namespace);
-    let mut published: Option<PeerInfo> = None;
+    let mut own = OwnPodPeer::new(Api::namespaced(client, &options.namespace), options.pod);
     let mut delay = Duration::ZERO;
     loop {
         tokio::time::sleep(delay).await;
-        delay = next_publish_delay(published.is_some(), options.interval);
-        let me = match ipfs.id().await {
-            Ok(id) => PeerInfo {
-                id: id.peer_id,
-                addrs: id.addresses,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the IPFS identity to publish");
-                continue;
+        match ipfs.id().await {
+            Ok(id) => {
+                let me = PeerInfo {
+                    id: id.peer_id,
+                    addrs: id.addresses,
+                };
+                let peer = me.id.clone();
+                match own.publish(me).await {
+                    Ok(true) => tracing::info!(peer, pod = own.pod(), "IPFS peer published"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, pod = own.pod(), "cannot publish the IPFS peer")
+                    }
+                }
             }
-        };
-        if published.as_ref() == Some(&me) {
-            continue;
+            Err(e) => tracing::warn!(error = %e, "cannot read the IPFS identity to publish"),
         }
-        let patch = annotation_patch(&me);
-        match pods
-            .patch(&options.pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(peer = %me.id, pod = %options.pod, "IPFS peer published");
-                published = Some(me);
-                delay = options.interval;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, pod = %options.pod, "cannot publish the IPFS peer")
-            }
-        }
+        delay = next_publish_delay(own.is_published(), options.interval);
     }
 }
