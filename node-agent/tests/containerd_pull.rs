@@ -140,6 +140,33 @@ fn agent_command(args: &[&std::ffi::OsStr]) {
     );
 }
 
+/// An agent whose catalog maps `original` to `cid`, reading IPFS from `(api, gateway)`, as
+/// containerd's mirror for the registry with `upstream` (a proxy before it) as the next host.
+fn mirror_with_upstream(
+    w: &World,
+    (original, cid): (&str, &str),
+    (api, gateway): (&str, &str),
+    upstream: &HttpProxy,
+    ipfs_timeout: &str,
+) -> Agent {
+    let catalog = write_catalog(w.dir.path(), &[(original.to_owned(), cid)]);
+    let agent = Agent::start(
+        &agent_bin(),
+        api,
+        Some(&catalog),
+        &["--ipfs-gateway", gateway, "--ipfs-timeout", ipfs_timeout],
+    )
+    .unwrap();
+    configure_hosts(
+        &w.containerd,
+        &agent,
+        &format!("http://{}", agent.addr),
+        &w.registry.addr,
+        &format!("http://{}", upstream.addr),
+    );
+    agent
+}
+
 /// `configure-containerd` with explicit mirror and upstream endpoints for `registry`.
 fn configure_hosts(
     containerd: &Containerd,
@@ -342,21 +369,13 @@ fn a_pull_goes_on_from_the_upstream_when_ipfs_dies_mid_blob() {
         .unwrap();
     let upstream = HttpProxy::start(&w.registry.addr, |_, _| None).unwrap();
     let original = format!("{}/test/big:1", w.registry.addr);
-    let catalog = write_catalog(w.dir.path(), &[(original.clone(), &cid)]);
     let gateway = format!("http://{}", link.addr);
-    let agent = Agent::start(
-        &agent_bin(),
-        &w.ipfs.api_url,
-        Some(&catalog),
-        &["--ipfs-gateway", &gateway, "--ipfs-timeout", "2s"],
-    )
-    .unwrap();
-    configure_hosts(
-        &w.containerd,
-        &agent,
-        &format!("http://{}", agent.addr),
-        &w.registry.addr,
-        &format!("http://{}", upstream.addr),
+    let agent = mirror_with_upstream(
+        &w,
+        (&original, &cid),
+        (&w.ipfs.api_url, &gateway),
+        &upstream,
+        "2s",
     );
 
     let pulled = std::thread::scope(|s| {
@@ -423,22 +442,8 @@ fn a_pull_goes_on_from_the_upstream_when_the_nodes_ipfs_is_out_of_disk() {
 
     let upstream = HttpProxy::start(&w.registry.addr, |_, _| None).unwrap();
     let original = format!("{}/test/full:1", w.registry.addr);
-    let catalog = write_catalog(w.dir.path(), &[(original.clone(), &cid)]);
-    let gateway = node_ipfs.gateway_url.clone();
-    let agent = Agent::start(
-        &agent_bin(),
-        &node_ipfs.api_url,
-        Some(&catalog),
-        &["--ipfs-gateway", &gateway, "--ipfs-timeout", "3s"],
-    )
-    .unwrap();
-    configure_hosts(
-        &w.containerd,
-        &agent,
-        &format!("http://{}", agent.addr),
-        &w.registry.addr,
-        &format!("http://{}", upstream.addr),
-    );
+    let ipfs = (node_ipfs.api_url.as_str(), node_ipfs.gateway_url.as_str());
+    let agent = mirror_with_upstream(&w, (&original, &cid), ipfs, &upstream, "3s");
 
     let started = Instant::now();
     w.containerd
