@@ -67,6 +67,7 @@ TAG="icb$$"            # namespace names: icb<pid>-sw, icb<pid>-seed, icb<pid>-n
 pids=()                # every daemon we started, by PID (nsenter execs, so $! is the daemon)
 nss=()                 # every namespace we created
 sockets=()             # containerd sockets (their tasks are stopped before containerd)
+kubo_pids=() agent_pids=()
 cleanup() {
   local status=$?
   set +e
@@ -120,7 +121,7 @@ ip -n "$SW" link add br0 type bridge stp_state 0
 ip -n "$SW" link set br0 up
 shape() { # shape dev $2 in namespace $1 (egress) to $RATE
   tc -n "$1" qdisc add dev "$2" root handle 1: htb default 1
-  tc -n "$1" class add dev "$2" parent 1: classid 1:1 htb rate "$RATE" ceil "$RATE"
+  tc -n "$1" class add dev "$2" parent 1: classid 1:1 htb rate "$RATE" ceil "$RATE" quantum 60000
 }
 # node_ns NAME INDEX: a namespace on the bridge at $SUBNET.INDEX, its link shaped both ways.
 add_node_ns() {
@@ -153,6 +154,7 @@ kubo() {
     && [ "$(jq -r .Routing.Type "$cfg")" = none ] || { echo "bench: $name's Kubo could reach out" >&2; exit 1; }
   spawn "$ns" "$W/$name/ipfs.log" env IPFS_PATH="$repo" IPFS_TELEMETRY=off LIBP2P_FORCE_PNET=1 \
     ipfs daemon --migrate=true --enable-gc --agent-version-suffix=ipfs-image
+  kubo_pids+=("${pids[-1]}")
 }
 api() { in_ns "$TAG-$1" curl -sf -X POST "http://127.0.0.1:5001/api/v0/$2"; }
 peer_id() { jq -r .Identity.PeerID "$W/$1/ipfs/config"; }
@@ -183,6 +185,7 @@ for i in $(seq "$MAXN"); do
   for j in $(seq "$MAXN"); do [ "$j" = "$i" ] || peers+=(--peer "$(addr "n$j" $((10 + j)))"); done
   spawn "$ns" "$d/agent.log" env RUST_LOG=info "$AGENT" --ipfs-api http://127.0.0.1:5001 serve \
     --listen 127.0.0.1:5050 --metrics-listen 127.0.0.1:9090 "${peers[@]}"
+  agent_pids+=("${pids[-1]}")
   mkdir -p "$d/ctd/certs.d"
   printf 'version = 2\nroot = "%s"\nstate = "%s"\n[grpc]\n  address = "%s"\n[ttrpc]\n  address = "%s.ttrpc"\n[plugins."io.containerd.grpc.v1.cri"]\n  disable_tcp_service = true\n  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "%s"\n' \
     "$d/ctd/root" "$d/ctd/state" "$d/ctd/ctd.sock" "$d/ctd/ctd.sock" "$d/ctd/certs.d" > "$d/ctd/config.toml"
@@ -259,6 +262,25 @@ bitswap_dup() { api "$1" bitswap/stat | jq '.DupDataReceived'; }
 # A counter read again until it stops moving (blocks still in flight when the last pull ended).
 settled() { local a b; a=$("$@"); while sleep 0.5; b=$("$@"); [ "$a" != "$b" ]; do a=$b; done; echo "$a"; }
 
+# CPU seconds (user + system) the given PIDs have used so far.
+TCK=$(getconf CLK_TCK)
+cpu_of() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+# Busy and total jiffies of the whole machine (other work on it included).
+machine() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# Sample the want-list length of nodes 1..$1 every 0.2 s until $W/stop-sampling exists; each
+# node's largest goes to $W/want.<i>.
+sample_wants() {
+  local n=$1 i len
+  for i in $(seq "$n"); do echo 0 > "$W/want.$i"; done
+  while [ ! -e "$W/stop-sampling" ]; do
+    for i in $(seq "$n"); do
+      len=$(api "n$i" bitswap/wantlist | jq '.Keys // [] | length') || len=0
+      [ "$len" -le "$(cat "$W/want.$i")" ] || echo "$len" > "$W/want.$i"
+    done
+    sleep 0.2
+  done
+}
+
 # timed_pull I WAY OUT [run]: pull on node I, write "seconds" to OUT (and run a container).
 timed_pull() {
   local i=$1 way=$2 out=$3 run=${4:-} t0 t1
@@ -272,13 +294,17 @@ stats() { # p50 and max of the numbers on stdin: "p50 max"
   sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f %.2f\n", m, v[NR]}'
 }
 # round N MODE WAY: N nodes pull (MODE all = at once, rolling = one after another) by WAY; sets
-# R_P50 R_MAX R_TIMES (each node's seconds) R_BITSWAP R_LINK (seed egress, bytes) R_DUP R_WALL.
+# R_P50 R_MAX R_TIMES (each node's seconds) R_BITSWAP R_LINK (seed egress, bytes) R_DUP R_WALL,
+# and R_CPU (CPU seconds of the Kubos, the agents; the machine's busy share) and R_WANT (each
+# node's largest want-list, IPFS rounds).
 round() {
-  local n=$1 mode=$2 way=$3 i t0 s0 l0 d0=0
+  local n=$1 mode=$2 way=$3 i t0 s0 l0 d0=0 k0 a0 m0 sampler=
   gc_nodes
   s0=$(bitswap_sent seed); l0=$(tx_bytes "$TAG-seed")
   for i in $(seq "$n"); do d0=$((d0 + $(bitswap_dup "n$i"))); done
-  rm -f "$W"/t.*
+  rm -f "$W"/t.* "$W"/want.* "$W/stop-sampling"
+  if [ "$way" = ipfs ]; then sample_wants "$n" & sampler=$!; fi
+  k0=$(cpu_of "${kubo_pids[@]}"); a0=$(cpu_of "${agent_pids[@]}"); m0=$(machine)
   t0=$(now)
   if [ "$mode" = all ]; then
     local jobs=()
@@ -288,6 +314,15 @@ round() {
     for i in $(seq "$n"); do timed_pull "$i" "$way" "$W/t.$i"; done
   fi
   R_WALL=$(echo "$(now) - $t0" | bc -l)
+  local k1 a1 m1; k1=$(cpu_of "${kubo_pids[@]}"); a1=$(cpu_of "${agent_pids[@]}"); m1=$(machine)
+  R_CPU=$(python3 -c "import sys; k0,k1,a0,a1,t=map(int,sys.argv[1:6]); b0,j0,b1,j1=map(int,sys.argv[6:10])
+print(f'CPU over the round ({float(sys.argv[10]):.1f} s): Kubos {(k1-k0)/t:.1f} s, agents {(a1-a0)/t:.1f} s; machine busy {100*(b1-b0)/max(j1-j0,1):.0f}% of its {sys.argv[11]} cores')" \
+    "$k0" "$k1" "$a0" "$a1" "$TCK" $m0 $m1 "$R_WALL" "$(nproc)")
+  R_WANT=-
+  if [ -n "$sampler" ]; then
+    touch "$W/stop-sampling"; wait "$sampler"
+    R_WANT=$(for i in $(seq "$n"); do printf '%s ' "$(cat "$W/want.$i")"; done)
+  fi
   R_TIMES=$(for i in $(seq "$n"); do printf '%.2f ' "$(cat "$W/t.$i")"; done)
   read -r R_P50 R_MAX < <(for i in $(seq "$n"); do cat "$W/t.$i"; done | stats)
   # Pulls after the first (rolling): p50/max of nodes 2..n.
@@ -308,17 +343,21 @@ echo "(seed egress as a multiple of the image size; pull time = ctr images pull,
 if want 1; then
   round "$NODES" all ipfs
   ip_p50=$R_P50 ip_max=$R_MAX ip_bs=$R_BITSWAP ip_link=$R_LINK ip_dup=$R_DUP ip_times=$R_TIMES
+  ip_cpu=$R_CPU ip_want=$R_WANT
   round "$NODES" all registry
   hdr "1. all $NODES nodes pull at once (imported, not prefetched)"
   R_P50=$ip_p50 R_MAX=$ip_max R_LINK=$ip_link row "IPFS (agent, bitswap)" "$(x "$ip_bs")x"
   row "baseline: source registry" "-"
   echo "   p50 IPFS/registry: $(ratio "$ip_p50" "$R_P50")x (target <= 0.5x); seed egress $(x "$ip_bs")x (target <= 2x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s; duplicate bitswap data received by the nodes: $(x "$ip_dup")x"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks"
+  echo "   registry: $R_CPU"
 fi
 
 if want 2; then
   round "$NODES" rolling ipfs
   ip_p50=$R_P50 ip_max=$R_MAX ip_bs=$R_BITSWAP ip_link=$R_LINK ip_rest=$R_REST ip_times=$R_TIMES
+  ip_cpu=$R_CPU ip_want=$R_WANT
   round "$NODES" rolling registry
   hdr "2. rolling: $NODES nodes pull one after another"
   R_P50=$ip_p50 R_MAX=$ip_max R_LINK=$ip_link row "IPFS (agent, bitswap)" "$(x "$ip_bs")x"
@@ -326,6 +365,8 @@ if want 2; then
   read -r a _ <<<"$ip_rest"; read -r b _ <<<"$R_REST"
   echo "   pulls after the first, p50/max: IPFS $ip_rest s, registry $R_REST s: $(ratio "$a" "$b")x (target <= 0.5x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks"
+  echo "   registry: $R_CPU"
 fi
 
 if want 3; then
@@ -337,10 +378,15 @@ if want 3; then
   done
   for i in $(seq "$NODES"); do wait_for "n$i's local registry" 30 in_ns "$TAG-n$i" curl -sf http://127.0.0.1:5000/v2/; done
   # Prefetch: the layout pinned on every node at once (what the agent's prefetch does).
-  t0=$(now); jobs=()
-  for i in $(seq "$NODES"); do api "n$i" "pin/add?arg=$LAYOUT&progress=false" >/dev/null & jobs+=($!); done
+  # Timed per node and with the seed's egress: Kubo's own DAG fetch (pin add walks the DAG with
+  # many blocks in flight), against which the pulls above (the gateway's sequential reader) compare.
+  pin_one() { local t0; t0=$(now); api "n$1" "pin/add?arg=$LAYOUT&progress=false" >/dev/null; echo "$(now) - $t0" | bc -l > "$W/pin.$1"; }
+  s0=$(bitswap_sent seed); t0=$(now); jobs=()
+  for i in $(seq "$NODES"); do pin_one "$i" & jobs+=($!); done
   for j in "${jobs[@]}"; do wait "$j"; done
   prefetch=$(echo "$(now) - $t0" | bc -l)
+  pin_sent=$(( $(settled bitswap_sent seed) - s0 ))
+  read -r PIN50 PINMAX < <(for i in $(seq "$NODES"); do cat "$W/pin.$i"; done | stats)
   recv0=0; for i in $(seq "$NODES"); do recv0=$((recv0 + $(bitswap_recv "n$i"))); done
   for i in $(seq "$NODES"); do timed_pull "$i" ipfs "$W/p.$i" run; forget "$i"; done
   recv1=0; for i in $(seq "$NODES"); do recv1=$((recv1 + $(settled bitswap_recv "n$i"))); done
@@ -351,7 +397,7 @@ if want 3; then
   printf '%-34s %8s %8s\n' "" "p50 s" "max s"
   printf '%-34s %8s %8s\n' "IPFS, layout pinned on every node" "$P50" "$MAX" "baseline: registry on the node" "$L50" "$LMAX"
   echo "   p50 IPFS/local: $(ratio "$P50" "$L50")x (target <= 1.2x); bitswap data received during these pulls: $((recv1 - recv0)) bytes"
-  echo "   the prefetch itself (all $NODES nodes pinning at once): $(printf '%.2f' "$prefetch") s"
+  echo "   the prefetch itself, all $NODES nodes pinning at once (ipfs pin add of the layout): p50 $PIN50 s, max $PINMAX s, all done in $(printf '%.2f' "$prefetch") s; seed egress $(x "$pin_sent")x"
   for i in $(seq "$NODES"); do api "n$i" "pin/rm?arg=$LAYOUT" >/dev/null; done
 fi
 
