@@ -68,6 +68,9 @@ pids=()                # every daemon we started, by PID (nsenter execs, so $! i
 nss=()                 # every namespace we created
 sockets=()             # containerd sockets (their tasks are stopped before containerd)
 kubo_pids=() agent_pids=()
+helpers=()             # background subshells of this script (pulls, the want-list sampler)
+# Still a running child of this script (a PID recorded long ago may since belong to someone else).
+ours() { [ "$(awk '/^State:/ {s = $2} /^PPid:/ {p = $2} END {if (s != "Z") print p}' "/proc/$1/status" 2>/dev/null)" = "$$" ]; }
 cleanup() {
   local status=$?
   set +e
@@ -77,15 +80,16 @@ cleanup() {
     for t in $(ctr -a "$s" tasks ls -q 2>/dev/null); do ctr -a "$s" tasks kill -s KILL "$t" >/dev/null 2>&1; ctr -a "$s" tasks rm -f "$t" >/dev/null 2>&1; done
     for c in $(ctr -a "$s" containers ls -q 2>/dev/null); do ctr -a "$s" containers rm "$c" >/dev/null 2>&1; done
   done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  touch "$W/stop-sampling"
+  for p in "${helpers[@]}" "${pids[@]}"; do ours "$p" && kill "$p" 2>/dev/null; done
   for _ in $(seq 50); do
     local alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    for p in "${pids[@]}"; do ours "$p" && alive=1; done
     [ $alive = 0 ] && break
     sleep 0.2
   done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  for p in "${pids[@]}"; do ours "$p" && kill -KILL "$p" 2>/dev/null; done
+  for p in "${helpers[@]}" "${pids[@]}"; do wait "$p" 2>/dev/null; done
   # Mounts containerd left under our directory (container rootfs), deepest first.
   awk -v w="$W" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   # Deleting a namespace deletes its veth ends (and so the pairs) and the bridge.
@@ -303,12 +307,12 @@ round() {
   s0=$(bitswap_sent seed); l0=$(tx_bytes "$TAG-seed")
   for i in $(seq "$n"); do d0=$((d0 + $(bitswap_dup "n$i"))); done
   rm -f "$W"/t.* "$W"/want.* "$W/stop-sampling"
-  if [ "$way" = ipfs ]; then sample_wants "$n" & sampler=$!; fi
+  if [ "$way" = ipfs ]; then sample_wants "$n" & sampler=$!; helpers+=($!); fi
   k0=$(cpu_of "${kubo_pids[@]}"); a0=$(cpu_of "${agent_pids[@]}"); m0=$(machine)
   t0=$(now)
   if [ "$mode" = all ]; then
     local jobs=()
-    for i in $(seq "$n"); do timed_pull "$i" "$way" "$W/t.$i" & jobs+=($!); done
+    for i in $(seq "$n"); do timed_pull "$i" "$way" "$W/t.$i" & jobs+=($!); helpers+=($!); done
     for j in "${jobs[@]}"; do wait "$j"; done
   else
     for i in $(seq "$n"); do timed_pull "$i" "$way" "$W/t.$i"; done
@@ -382,7 +386,7 @@ if want 3; then
   # many blocks in flight), against which the pulls above (the gateway's sequential reader) compare.
   pin_one() { local t0; t0=$(now); api "n$1" "pin/add?arg=$LAYOUT&progress=false" >/dev/null; echo "$(now) - $t0" | bc -l > "$W/pin.$1"; }
   s0=$(bitswap_sent seed); t0=$(now); jobs=()
-  for i in $(seq "$NODES"); do pin_one "$i" & jobs+=($!); done
+  for i in $(seq "$NODES"); do pin_one "$i" & jobs+=($!); helpers+=($!); done
   for j in "${jobs[@]}"; do wait "$j"; done
   prefetch=$(echo "$(now) - $t0" | bc -l)
   pin_sent=$(( $(settled bitswap_sent seed) - s0 ))
