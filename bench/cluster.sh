@@ -59,7 +59,10 @@ for t in ip tc nsenter ctr containerd umoci skopeo docker-registry jq curl busyb
 done
 cargo build -q --release -p ipfs-image-operator -p ipfs-image-agent
 AGENT=$(readlink -f "$REL/ipfs-image-agent") OPERATOR=$(readlink -f "$REL/ipfs-image-operator")
-export PATH="$PWD/e2e/.deps/bin:$PATH" IPFS_TELEMETRY=off
+# Kubo by its path, and e2e/.deps/bin on PATH only for the kubo-init script: that directory also
+# holds containerd 2.x's runc shim, which Debian's containerd 1.6 must not find first.
+IPFS=$(readlink -f e2e/.deps/bin/ipfs) DEPS_BIN=$PWD/e2e/.deps/bin
+export IPFS_TELEMETRY=off
 
 # ---- what we start, and how it all goes away -------------------------------------------------
 W=$(mktemp -d /tmp/bench-cluster.XXXXXX)
@@ -152,18 +155,18 @@ kubo() {
   mkdir -p "$W/$name"
   IPFS_PATH=$repo KUBO_API_PORT=5001 KUBO_GATEWAY_PORT=$gw KUBO_SWARM_ADDRESSES="[\"/ip4/$ip/tcp/4001\"]" \
     KUBO_STORAGE_MAX=100GB KUBO_ROUTING_TYPE=none KUBO_BOOTSTRAP='[]' KUBO_PRIVATE_NETWORK=true \
-    KUBO_SWARM_KEY_FILE="$W/swarm.key" sh charts/ipfs-image/files/configure-kubo.sh >"$W/$name/kubo-init.log" 2>&1
+    KUBO_SWARM_KEY_FILE="$W/swarm.key" PATH="$DEPS_BIN:$PATH" sh charts/ipfs-image/files/configure-kubo.sh >"$W/$name/kubo-init.log" 2>&1
   local cfg="$repo/config"
   [ "$(jq -c .Bootstrap "$cfg")" = '[]' ] && [ "$(jq .Discovery.MDNS.Enabled "$cfg")" = false ] \
     && [ "$(jq -r .Routing.Type "$cfg")" = none ] || { echo "bench: $name's Kubo could reach out" >&2; exit 1; }
   spawn "$ns" "$W/$name/ipfs.log" env IPFS_PATH="$repo" IPFS_TELEMETRY=off LIBP2P_FORCE_PNET=1 \
-    ipfs daemon --migrate=true --enable-gc --agent-version-suffix=ipfs-image
+    "$IPFS" daemon --migrate=true --enable-gc --agent-version-suffix=ipfs-image
   kubo_pids+=("${pids[-1]}")
 }
 api() { in_ns "$TAG-$1" curl -sf -X POST "http://127.0.0.1:5001/api/v0/$2"; }
 peer_id() { jq -r .Identity.PeerID "$W/$1/ipfs/config"; }
 
-echo "bench: $MAXN nodes + seed, links shaped to $RATE, one ${SIZE_MIB} MiB layer; $(ipfs version)" >&2
+echo "bench: $MAXN nodes + seed, links shaped to $RATE, one ${SIZE_MIB} MiB layer; $("$IPFS" version)" >&2
 add_node_ns seed 2
 for i in $(seq "$MAXN"); do add_node_ns "n$i" $((10 + i)); done
 kubo seed "$SUBNET.2"
@@ -266,6 +269,8 @@ bitswap_dup() { api "$1" bitswap/stat | jq '.DupDataReceived'; }
 # A counter read again until it stops moving (blocks still in flight when the last pull ended).
 settled() { local a b; a=$("$@"); while sleep 0.5; b=$("$@"); [ "$a" != "$b" ]; do a=$b; done; echo "$a"; }
 
+# Times the agents found Kubo's gateway silent for 10 s mid-blob and reopened the stream.
+stalls() { cat "$W"/n*/agent.log | grep -c 'IPFS stream broke' || true; }
 # CPU seconds (user + system) the given PIDs have used so far.
 TCK=$(getconf CLK_TCK)
 cpu_of() { local p t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
@@ -309,6 +314,7 @@ round() {
   rm -f "$W"/t.* "$W"/want.* "$W/stop-sampling"
   if [ "$way" = ipfs ]; then sample_wants "$n" & sampler=$!; helpers+=($!); fi
   k0=$(cpu_of "${kubo_pids[@]}"); a0=$(cpu_of "${agent_pids[@]}"); m0=$(machine)
+  local st0; st0=$(stalls)
   t0=$(now)
   if [ "$mode" = all ]; then
     local jobs=()
@@ -322,7 +328,7 @@ round() {
   R_CPU=$(python3 -c "import sys; k0,k1,a0,a1,t=map(int,sys.argv[1:6]); b0,j0,b1,j1=map(int,sys.argv[6:10])
 print(f'CPU over the round ({float(sys.argv[10]):.1f} s): Kubos {(k1-k0)/t:.1f} s, agents {(a1-a0)/t:.1f} s; machine busy {100*(b1-b0)/max(j1-j0,1):.0f}% of its {sys.argv[11]} cores')" \
     "$k0" "$k1" "$a0" "$a1" "$TCK" $m0 $m1 "$R_WALL" "$(nproc)")
-  R_WANT=-
+  R_WANT=- R_STALLS=$(( $(stalls) - st0 ))
   if [ -n "$sampler" ]; then
     touch "$W/stop-sampling"; wait "$sampler"
     R_WANT=$(for i in $(seq "$n"); do printf '%s ' "$(cat "$W/want.$i")"; done)
@@ -341,27 +347,27 @@ hdr() { printf '\n%s\n' "$1"; printf '%-34s %8s %8s %14s %14s\n' "" "p50 s" "max
 row() { printf '%-34s %8s %8s %14s %14s\n' "$1" "$R_P50" "$R_MAX" "$2" "$(x "$R_LINK")x"; }
 MIB=$(echo "scale=1; $SIZE / 1048576" | bc -l)
 echo
-echo "bench/cluster.sh: $NODES nodes (+ seed), every link $RATE, image $MIB MiB of blobs (one ${SIZE_MIB} MiB layer), $(ipfs version), containerd $(containerd --version | awk '{print $3}'), $(nproc) cores"
+echo "bench/cluster.sh: $NODES nodes (+ seed), every link $RATE, image $MIB MiB of blobs (one ${SIZE_MIB} MiB layer), $("$IPFS" version), containerd $(containerd --version | awk '{print $3}'), $(nproc) cores"
 echo "(seed egress as a multiple of the image size; pull time = ctr images pull, unpack included)"
 
 if want 1; then
   round "$NODES" all ipfs
   ip_p50=$R_P50 ip_max=$R_MAX ip_bs=$R_BITSWAP ip_link=$R_LINK ip_dup=$R_DUP ip_times=$R_TIMES
-  ip_cpu=$R_CPU ip_want=$R_WANT
+  ip_cpu=$R_CPU ip_want=$R_WANT ip_stalls=$R_STALLS
   round "$NODES" all registry
   hdr "1. all $NODES nodes pull at once (imported, not prefetched)"
   R_P50=$ip_p50 R_MAX=$ip_max R_LINK=$ip_link row "IPFS (agent, bitswap)" "$(x "$ip_bs")x"
   row "baseline: source registry" "-"
   echo "   p50 IPFS/registry: $(ratio "$ip_p50" "$R_P50")x (target <= 0.5x); seed egress $(x "$ip_bs")x (target <= 2x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s; duplicate bitswap data received by the nodes: $(x "$ip_dup")x"
-  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after 10 s of silence: $ip_stalls"
   echo "   registry: $R_CPU"
 fi
 
 if want 2; then
   round "$NODES" rolling ipfs
   ip_p50=$R_P50 ip_max=$R_MAX ip_bs=$R_BITSWAP ip_link=$R_LINK ip_rest=$R_REST ip_times=$R_TIMES
-  ip_cpu=$R_CPU ip_want=$R_WANT
+  ip_cpu=$R_CPU ip_want=$R_WANT ip_stalls=$R_STALLS
   round "$NODES" rolling registry
   hdr "2. rolling: $NODES nodes pull one after another"
   R_P50=$ip_p50 R_MAX=$ip_max R_LINK=$ip_link row "IPFS (agent, bitswap)" "$(x "$ip_bs")x"
@@ -369,7 +375,7 @@ if want 2; then
   read -r a _ <<<"$ip_rest"; read -r b _ <<<"$R_REST"
   echo "   pulls after the first, p50/max: IPFS $ip_rest s, registry $R_REST s: $(ratio "$a" "$b")x (target <= 0.5x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s"
-  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after 10 s of silence: $ip_stalls"
   echo "   registry: $R_CPU"
 fi
 
@@ -384,13 +390,22 @@ if want 3; then
   # Prefetch: the layout pinned on every node at once (what the agent's prefetch does).
   # Timed per node and with the seed's egress: Kubo's own DAG fetch (pin add walks the DAG with
   # many blocks in flight), against which the pulls above (the gateway's sequential reader) compare.
-  pin_one() { local t0; t0=$(now); api "n$1" "pin/add?arg=$LAYOUT&progress=false" >/dev/null; echo "$(now) - $t0" | bc -l > "$W/pin.$1"; }
+  # One attempt may stall for good (a want no peer that has the block still holds; see the
+  # README): each is cut off after 30 s and retried, a new request being a new bitswap session.
+  pin_one() {
+    local t0 tries=0; t0=$(now)
+    until api "n$1" "pin/add?arg=$LAYOUT&progress=false&timeout=30s" >/dev/null; do
+      tries=$((tries + 1)); [ $tries -lt 20 ] || { echo "bench: n$1 could not pin the layout" >&2; return 1; }
+    done
+    echo "$(now) - $t0" | bc -l > "$W/pin.$1"; echo "$tries" > "$W/pin-retries.$1"
+  }
   s0=$(bitswap_sent seed); t0=$(now); jobs=()
   for i in $(seq "$NODES"); do pin_one "$i" & jobs+=($!); helpers+=($!); done
   for j in "${jobs[@]}"; do wait "$j"; done
   prefetch=$(echo "$(now) - $t0" | bc -l)
   pin_sent=$(( $(settled bitswap_sent seed) - s0 ))
   read -r PIN50 PINMAX < <(for i in $(seq "$NODES"); do cat "$W/pin.$i"; done | stats)
+  PIN_RETRIES=$(for i in $(seq "$NODES"); do printf '%s ' "$(cat "$W/pin-retries.$i")"; done)
   recv0=0; for i in $(seq "$NODES"); do recv0=$((recv0 + $(bitswap_recv "n$i"))); done
   for i in $(seq "$NODES"); do timed_pull "$i" ipfs "$W/p.$i" run; forget "$i"; done
   recv1=0; for i in $(seq "$NODES"); do recv1=$((recv1 + $(settled bitswap_recv "n$i"))); done
@@ -401,17 +416,18 @@ if want 3; then
   printf '%-34s %8s %8s\n' "" "p50 s" "max s"
   printf '%-34s %8s %8s\n' "IPFS, layout pinned on every node" "$P50" "$MAX" "baseline: registry on the node" "$L50" "$LMAX"
   echo "   p50 IPFS/local: $(ratio "$P50" "$L50")x (target <= 1.2x); bitswap data received during these pulls: $((recv1 - recv0)) bytes"
-  echo "   the prefetch itself, all $NODES nodes pinning at once (ipfs pin add of the layout): p50 $PIN50 s, max $PINMAX s, all done in $(printf '%.2f' "$prefetch") s; seed egress $(x "$pin_sent")x"
+  echo "   the prefetch itself, all $NODES nodes pinning at once (ipfs pin add of the layout): p50 $PIN50 s, max $PINMAX s, all done in $(printf '%.2f' "$prefetch") s; seed egress $(x "$pin_sent")x; attempts cut off after 30 s, per node: $PIN_RETRIES"
   for i in $(seq "$NODES"); do api "n$i" "pin/rm?arg=$LAYOUT" >/dev/null; done
 fi
 
 if want 4; then
   printf '\n%s\n' "4. growth: all nodes pull at once, N = $GROWTH"
-  printf '%-4s %10s %10s %12s %12s %10s %10s %12s\n' N "IPFS p50" "IPFS max" "seed bitswap" "seed link" "reg p50" "reg max" "reg link"
+  printf '%-4s %10s %10s %12s %12s %10s %10s %12s %8s\n' N "IPFS p50" "IPFS max" "seed bitswap" "seed link" "reg p50" "reg max" "reg link" "stalls"
   for n in $GROWTH; do
     round "$n" all ipfs
-    a50=$R_P50 amax=$R_MAX abs=$R_BITSWAP alink=$R_LINK
+    a50=$R_P50 amax=$R_MAX abs=$R_BITSWAP alink=$R_LINK ast=$R_STALLS
     round "$n" all registry
-    printf '%-4s %10s %10s %12s %12s %10s %10s %12s\n' "$n" "$a50" "$amax" "$(x "$abs")x" "$(x "$alink")x" "$R_P50" "$R_MAX" "$(x "$R_LINK")x"
+    printf '%-4s %10s %10s %12s %12s %10s %10s %12s %8s\n' "$n" "$a50" "$amax" "$(x "$abs")x" "$(x "$alink")x" "$R_P50" "$R_MAX" "$(x "$R_LINK")x" "$ast"
   done
+  echo "   stalls: the agents' Kubo gateway streams reopened after 10 s of silence, IPFS rounds"
 fi
