@@ -28,8 +28,8 @@
 # usage: bash bench/cluster.sh [--nodes N] [--rate RATE] [--size MIB] [--growth "2 5 8"]
 #                              [--scenarios "1 2 3 4"] [--keep-logs DIR]
 #        defaults: 5 nodes, 1gbit (tc rate syntax), one 300 MiB layer (plus a busybox layer).
-#        Needs root, iproute2 (ip, tc), containerd/ctr, umoci, skopeo, docker-registry and the Kubo
-#        of `bash e2e/deps.sh`. Stops and removes everything it started on exit, also on failure.
+#        Needs root, iproute2 (ip, tc), containerd/ctr, umoci, skopeo, docker-registry, jq, bc and
+#        the Kubo of `bash e2e/deps.sh` (which installs all of them). Stops and removes everything it started on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +54,7 @@ if want 4; then for n in $GROWTH; do [ "$n" -le "$MAXN" ] || MAXN=$n; done; fi
 REL="${CARGO_TARGET_DIR:-target}/release"
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, containerd)" >&2; exit 1; }
 [ -x e2e/.deps/bin/ipfs ] || { echo "bench: no Kubo; run bash e2e/deps.sh first" >&2; exit 1; }
-for t in ip tc nsenter ctr containerd umoci skopeo docker-registry jq curl busybox; do
+for t in ip tc nsenter ctr containerd umoci skopeo docker-registry jq bc curl busybox python3; do
   command -v "$t" >/dev/null || { echo "bench: $t is missing (bash e2e/deps.sh installs the packages)" >&2; exit 1; }
 done
 cargo build -q --release -p ipfs-image-operator -p ipfs-image-agent
