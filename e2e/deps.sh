@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 what=${1:-all}
 case $what in all | --packages | --go-tools) ;; *) echo "usage: $0 [--packages|--go-tools]" >&2; exit 2 ;; esac
 pkgs=(docker-registry skopeo umoci busybox-static containerd runc apache2-utils protobuf-compiler buildah podman curl python3 unzip stargz-snapshotter iproute2 openssl
-  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux python3-matplotlib)
+  containernetworking-plugins iptables conntrack gcc libc6-dev util-linux python3-matplotlib jq bc)
 missing=()
 for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
 if [ "$what" != --go-tools ] && [ ${#missing[@]} -gt 0 ]; then

@@ -41,7 +41,7 @@ bash e2e/node/run.sh 2>&1 | tee "$logs/node.log" || status=1
 echo "containerd 2.x run: $(e2e/.deps/bin/containerd2 --version) (the run above: $(containerd --version))"
 # (--workspace: the same feature set as above, so cargo reuses the test binaries it built.)
 TESTKIT_CONTAINERD=2 cargo test --workspace "${features[@]}" --test containerd_pull --test estargz \
-  --test gc_safety --test multinode --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
+  --test gc_safety --test multinode --test seed_egress --no-fail-fast 2>&1 | tee "$logs/cargo-containerd2.log" || status=1
 NODE_CONTAINERD=2 bash e2e/node/run.sh 2>&1 | tee "$logs/node-containerd2.log" || status=1
 
 # One closing line for the whole run: cargo's per-binary results plus the chart checks.

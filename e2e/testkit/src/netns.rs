@@ -181,6 +181,64 @@ impl TestNet {
     pub fn node(&self, i: usize) -> &NetNode {
         &self.nodes[i]
     }
+
+    /// Shape every node's link to `rate` (`tc` rate syntax, e.g. `1gbit`) both ways: an HTB
+    /// class on the hub's port towards the node (its download) and on the node's `veth0` (its
+    /// upload). Without it, veths run at memory speed and hide what sharing between nodes saves.
+    pub fn shape(&self, rate: &str) -> Result<()> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let hub_end = format!("p{i}");
+            for (ns, dev) in [(&self.hub, hub_end.as_str()), (&node.netns, "veth0")] {
+                tc(&[
+                    "-n",
+                    ns.name(),
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "root",
+                    "handle",
+                    "1:",
+                    "htb",
+                    "default",
+                    "1",
+                ])?;
+                tc(&[
+                    "-n",
+                    ns.name(),
+                    "class",
+                    "add",
+                    "dev",
+                    dev,
+                    "parent",
+                    "1:",
+                    "classid",
+                    "1:1",
+                    "htb",
+                    "rate",
+                    rate,
+                    "ceil",
+                    rate,
+                ])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tc(args: &[&str]) -> Result<()> {
+    let out = Command::new("tc")
+        .args(args)
+        .output()
+        .context("running `tc` (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 impl Drop for TestNet {
