@@ -269,7 +269,8 @@ bitswap_dup() { api "$1" bitswap/stat | jq '.DupDataReceived'; }
 # A counter read again until it stops moving (blocks still in flight when the last pull ended).
 settled() { local a b; a=$("$@"); while sleep 0.5; b=$("$@"); [ "$a" != "$b" ]; do a=$b; done; echo "$a"; }
 
-# Times the agents found Kubo's gateway silent for 10 s mid-blob and reopened the stream.
+# Times the agents found Kubo's gateway silent mid-blob for their --ipfs-timeout (10 s unless
+# AGENT_IPFS_TIMEOUT is set, which the agents inherit) and reopened the stream.
 stalls() { cat "$W"/n*/agent.log | grep -c 'IPFS stream broke' || true; }
 # CPU seconds (user + system) the given PIDs have used so far.
 TCK=$(getconf CLK_TCK)
@@ -360,7 +361,7 @@ if want 1; then
   row "baseline: source registry" "-"
   echo "   p50 IPFS/registry: $(ratio "$ip_p50" "$R_P50")x (target <= 0.5x); seed egress $(x "$ip_bs")x (target <= 2x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s; duplicate bitswap data received by the nodes: $(x "$ip_dup")x"
-  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after 10 s of silence: $ip_stalls"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after --ipfs-timeout (10 s unless AGENT_IPFS_TIMEOUT) of silence: $ip_stalls"
   echo "   registry: $R_CPU"
 fi
 
@@ -375,7 +376,7 @@ if want 2; then
   read -r a _ <<<"$ip_rest"; read -r b _ <<<"$R_REST"
   echo "   pulls after the first, p50/max: IPFS $ip_rest s, registry $R_REST s: $(ratio "$a" "$b")x (target <= 0.5x)"
   echo "   per node, IPFS: $ip_times s; registry: $R_TIMES s"
-  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after 10 s of silence: $ip_stalls"
+  echo "   IPFS: $ip_cpu; largest want-list per node: $ip_want blocks; agent streams reopened after --ipfs-timeout (10 s unless AGENT_IPFS_TIMEOUT) of silence: $ip_stalls"
   echo "   registry: $R_CPU"
 fi
 
@@ -429,5 +430,5 @@ if want 4; then
     round "$n" all registry
     printf '%-4s %10s %10s %12s %12s %10s %10s %12s %8s\n' "$n" "$a50" "$amax" "$(x "$abs")x" "$(x "$alink")x" "$R_P50" "$R_MAX" "$(x "$R_LINK")x" "$ast"
   done
-  echo "   stalls: the agents' Kubo gateway streams reopened after 10 s of silence, IPFS rounds"
+  echo "   stalls: the agents' Kubo gateway streams reopened after --ipfs-timeout of silence, IPFS rounds"
 fi
