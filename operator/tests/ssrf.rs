@@ -166,6 +166,23 @@ fn start_operator(
 /// connection (a probe from the namespace first shows that it would).
 #[test]
 fn a_realm_on_the_metadata_address_is_refused_unsent_with_a_listener_there() {
+    // In a process of its own: after this test's network namespace, the daemons the other tests
+    // of this file then started in the same process came up inside it (their etcd never
+    // answered on the root namespace's 127.0.0.1).
+    const CHILD: &str = "SSRF_NETNS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_realm_on_the_metadata_address_is_refused_unsent_with_a_listener_there",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the test in its own process: {status}");
+        return;
+    }
     let net = testkit::TestNet::create(&["operator"]).unwrap();
     let node = net.node(0).clone();
     node.netns
