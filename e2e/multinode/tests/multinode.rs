@@ -363,17 +363,9 @@ impl Node {
     /// A reading no pending update will change: unchanged across 1.5 s (a transfer still under
     /// way moves it sooner). Needed only for "nothing was received".
     fn bitswap_settled(&self) -> Bitswap {
-        let deadline = Instant::now() + STEP;
-        let mut last = self.bitswap();
-        loop {
-            std::thread::sleep(Duration::from_millis(1500));
-            let now = self.bitswap();
-            if now == last {
-                return now;
-            }
-            assert!(Instant::now() < deadline, "bitswap never settled: {now:?}");
-            last = now;
-        }
+        testkit::settled("bitswap", Duration::from_millis(1500), STEP, || {
+            self.bitswap()
+        })
     }
 
     fn repo_objects(&self) -> u64 {

@@ -83,17 +83,7 @@ impl Node {
     /// A reading no pending update will change: polled until two readings 1 s apart agree
     /// (blocks still in flight when the last pull ended move it sooner).
     fn bitswap_settled(&self) -> (u64, u64) {
-        let deadline = Instant::now() + STEP;
-        let mut last = self.bitswap();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let now = self.bitswap();
-            if now == last {
-                return now;
-            }
-            assert!(Instant::now() < deadline, "bitswap never settled: {now:?}");
-            last = now;
-        }
+        testkit::settled("bitswap", Duration::from_secs(1), STEP, || self.bitswap())
     }
 
     fn peer_count(&self) -> usize {

@@ -27,7 +27,7 @@ pub use ipfs::{IpfsDaemon, IpfsNet, KUBO_DAEMON_ARGS, kubo_binary, kubo_version}
 pub use kube_api::{KubeApi, deps_binary, kube_apiserver_version};
 pub use netns::{NetNode, Netns, TestNet};
 pub use podman::Podman;
-pub use process::{Daemon, free_port, wait_until, wait_until_async};
+pub use process::{Daemon, free_port, settled, wait_until, wait_until_async};
 pub use proxy::{Answer, Gate, HttpProxy};
 pub use registry::Registry;
 pub use tmpfs::Tmpfs;

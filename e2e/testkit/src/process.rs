@@ -181,6 +181,27 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
+/// A reading that no pending update will change: `read` polled every `interval` until two
+/// readings in a row agree (counters that a transfer still under way moves), within `timeout`.
+pub fn settled<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    interval: Duration,
+    timeout: Duration,
+    mut read: impl FnMut() -> T,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = read();
+    loop {
+        std::thread::sleep(interval);
+        let now = read();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what} never settled: {now:?}");
+        last = now;
+    }
+}
+
 /// Poll `check` until it returns true; this is readiness polling, not a sleep-as-synchronisation.
 pub fn wait_until(
     what: &str,
